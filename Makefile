@@ -1,0 +1,16 @@
+.PHONY: setup test demo lint
+
+setup:
+	scripts/setup.sh
+
+# The whole test suite, as CI runs it.
+test: setup
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/python -m pytest
+
+# The main job: see the README.
+demo: setup
+	.venv/bin/driftline demo
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/lint-imports

@@ -1,0 +1,1 @@
+"""Driftline's operator: merges what the sidecars counted and judges it."""

@@ -1,0 +1,1 @@
+"""Drift statistics computed from mergeable bin counts (pure: no kopf, no kubernetes)."""

@@ -1,0 +1,130 @@
+"""The sidecar's configuration: one document, rendered by the operator from a
+ModelMonitor into a ConfigMap, or written by hand for a sidecar run alone.
+
+This schema is a contract between the operator and the sidecar (DESIGN.md,
+"Sidecar"); change it in both in one step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Protocol = Literal["auto", "kserve-v1", "open-inference-v2", "json"]
+Role = Literal["stable", "canary", "shadow"]
+
+
+class FeatureConfig(_Strict):
+    """One input feature and where to find it in a request row."""
+
+    name: str = Field(min_length=1)
+    # json protocol: dotted path inside a row ("amount", "user.country");
+    # kserve-v1 rows given as lists and v2 tensors: the column index as a string,
+    # or the v2 input tensor name. Defaults to the feature name.
+    path: str | None = None
+    type: Literal["numeric", "categorical"] = "numeric"
+    pii: Literal["none", "hash"] = "none"
+    # Fixed interior bin edges used while no reference profile is loaded.
+    bins: list[float] | None = None
+
+    @property
+    def location(self) -> str:
+        return self.path or self.name
+
+
+class PredictionConfig(_Strict):
+    """Where the prediction (class or value) and its score are in a response row."""
+
+    path: str | None = "prediction"
+    score: str | None = None
+    task: Literal["classification", "regression"] = "classification"
+    # Fixed interior bin edges for the score while no reference profile is loaded.
+    bins: list[float] | None = None
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    version: str = "unknown"
+    role: Role = "stable"
+    protocol: Protocol = "auto"
+    features: list[FeatureConfig] = Field(default_factory=list)
+    prediction: PredictionConfig = Field(default_factory=PredictionConfig)
+
+    @field_validator("features")
+    @classmethod
+    def _unique_names(cls, features: list[FeatureConfig]) -> list[FeatureConfig]:
+        names = [f.name for f in features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"feature names must be unique, repeated: {', '.join(duplicates)}")
+        return features
+
+
+class CaptureConfig(_Strict):
+    enabled: bool = True
+    max_body_bytes: int = Field(default=1 << 20, ge=0)  # larger bodies pass uncaptured
+    queue_size: int = Field(default=10_000, ge=1)  # requests waiting for parsing
+    batch_size: int = Field(default=512, ge=1)  # rows binned together with numpy
+
+
+class TracingConfig(_Strict):
+    # Exporter and endpoint come from the standard OTEL_* variables; this only
+    # decides how many requests get a sampled span.
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class PredictionLogConfig(_Strict):
+    enabled: bool = True
+    path: str = "/var/log/driftline/predictions.jsonl"
+    sample_ratio: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_bytes: int = Field(default=50 << 20, ge=1024)
+    backups: int = Field(default=3, ge=0)
+    # Salt for hashing fields marked `pii: hash`; read from this env variable so
+    # it never sits in a ConfigMap.
+    salt_env: str = "DRIFTLINE_PII_SALT"
+    queue_size: int = Field(default=10_000, ge=1)
+
+
+class RoutingConfig(_Strict):
+    """Traffic the sidecar sends elsewhere (shadow mirror, canary split)."""
+
+    canary_url: str | None = None
+    canary_weight: float = Field(default=0.0, ge=0.0, le=100.0)  # percent of requests
+    shadow_url: str | None = None
+    shadow_percent: float = Field(default=0.0, ge=0.0, le=100.0)
+    shadow_concurrency: int = Field(default=16, ge=1)
+
+
+class SidecarConfig(_Strict):
+    model: ModelConfig
+    upstream: str = "http://127.0.0.1:8081"  # the model container, on loopback
+    listen: str = "0.0.0.0:8080"  # the proxy port
+    admin: str = "0.0.0.0:9090"  # /metrics, /healthz, /readyz, /v1/*
+    upstream_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Reference profile JSON (a mounted ConfigMap key); without it the fixed
+    # bins in the feature config are used.
+    profile_path: str | None = None
+    # Admin writes (/v1/config, /v1/feedback) need this bearer token; read from
+    # a file (a mounted Secret) so it never sits in the config document.
+    admin_token_file: str | None = None
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+
+
+def load_config(path: str | Path) -> SidecarConfig:
+    """Read a JSON or YAML config file (JSON is YAML) and validate it."""
+    with open(path, encoding="utf-8") as f:
+        document = yaml.safe_load(f)
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: the sidecar config must be a mapping, got {type(document).__name__}")
+    return SidecarConfig.model_validate(document)

@@ -1,0 +1,149 @@
+"""The reference profile: what a model's inputs and outputs looked like in
+training, and the binning of live values into the same bins.
+
+The profile is one versioned JSON document (DESIGN.md, "Reference profile").
+The sidecar bins live values with it; the operator judges the binned counts
+against its expected proportions. Bins are the contract between the two, so
+they are defined once, here.
+
+Bin layout
+- numeric: ``edges`` are the k strictly increasing interior edges; there are
+  k + 1 bins with open ends. Bin ``i`` holds ``edges[i-1] <= x < edges[i]``
+  (bin 0 is ``x < edges[0]``, bin k is ``x >= edges[k-1]``).
+- categorical: one bin per listed category in order, then one "other" bin for
+  every value the profile did not list.
+- Missing values (None, NaN, absent) are counted apart and in no bin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+OTHER = "__other__"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NumericProfile(_Model):
+    kind: Literal["numeric"] = "numeric"
+    edges: list[float]
+    expected: list[float]  # proportion of non-missing values per bin, sums to 1
+    min: float
+    max: float
+    mean: float
+    std: float
+    missing_rate: float = Field(ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NumericProfile:
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("numeric edges must be strictly increasing")
+        if len(self.expected) != len(self.edges) + 1:
+            raise ValueError(
+                f"{len(self.edges)} edges make {len(self.edges) + 1} bins, "
+                f"but expected has {len(self.expected)} proportions"
+            )
+        return self
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) + 1
+
+
+class CategoricalProfile(_Model):
+    kind: Literal["categorical"] = "categorical"
+    categories: list[str]
+    expected: list[float]  # one per category, then "other"; sums to 1
+    missing_rate: float = Field(ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CategoricalProfile:
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError("categories must be unique")
+        if len(self.expected) != len(self.categories) + 1:
+            raise ValueError(
+                f"{len(self.categories)} categories plus 'other' make "
+                f"{len(self.categories) + 1} bins, but expected has {len(self.expected)}"
+            )
+        return self
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.categories) + 1
+
+
+FeatureProfile = Annotated[NumericProfile | CategoricalProfile, Field(discriminator="kind")]
+
+
+class SourceInfo(_Model):
+    path: str
+    sha256: str
+    rows: int
+
+
+class ReferenceProfile(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    created_at: str  # RFC 3339
+    source: SourceInfo
+    features: dict[str, FeatureProfile]
+    # The prediction score (or regression output), binned like a feature.
+    prediction: FeatureProfile | None = None
+    prediction_column: str | None = None
+    target_column: str | None = None
+    # A bounded random sample of rows, column-wise (for exact KS, SHAP background).
+    sample: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class BinnedBatch(_Model):
+    """Counts of one batch of values in one feature's bins."""
+
+    counts: list[int]
+    missing: int = 0
+    out_of_range: int = 0  # numeric: outside the reference [min, max]; still binned
+
+
+def bin_numeric(
+    values: Sequence[Any] | np.ndarray,
+    edges: Sequence[float] | np.ndarray,
+    *,
+    low: float = -np.inf,
+    high: float = np.inf,
+) -> BinnedBatch:
+    """Bin a batch of numbers. None/NaN count as missing; values outside
+    ``[low, high]`` count as out of range and still land in the end bins."""
+    array = np.asarray(values, dtype=np.float64)  # None becomes NaN
+    present = array[~np.isnan(array)]
+    index = np.searchsorted(np.asarray(edges, dtype=np.float64), present, side="right")
+    counts = np.bincount(index, minlength=len(edges) + 1)
+    out_of_range = int(np.count_nonzero((present < low) | (present > high)))
+    return BinnedBatch(
+        counts=counts.tolist(),
+        missing=int(array.size - present.size),
+        out_of_range=out_of_range,
+    )
+
+
+def bin_categorical(values: Sequence[Any], categories: Sequence[str]) -> BinnedBatch:
+    """Bin a batch of category values; unlisted ones go to the last ("other") bin."""
+    position = {category: i for i, category in enumerate(categories)}
+    other = len(categories)
+    counts = np.zeros(other + 1, dtype=np.int64)
+    missing = 0
+    for value in values:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            missing += 1
+        else:
+            counts[position.get(str(value), other)] += 1
+    return BinnedBatch(counts=counts.tolist(), missing=missing)
+
+
+def load_profile(path: str) -> ReferenceProfile:
+    with open(path, encoding="utf-8") as f:
+        return ReferenceProfile.model_validate_json(f.read())

@@ -1,0 +1,40 @@
+"""Binning live values into a reference profile's bins (the layout in profile.py)."""
+
+import math
+
+import numpy as np
+
+from driftline_sidecar.profile import bin_categorical, bin_numeric
+
+
+def test_numeric_bins_are_closed_on_the_left_with_open_ends():
+    batch = bin_numeric([-5.0, 0.0, 0.5, 1.0, 2.0, 99.0], edges=[0.0, 1.0])
+
+    assert batch.counts == [1, 2, 3]
+    assert batch.missing == 0
+
+
+def test_missing_values_are_counted_apart_and_out_of_range_still_binned():
+    batch = bin_numeric([None, math.nan, 0.5, 10.0], edges=[1.0], low=0.0, high=5.0)
+
+    assert batch.counts == [1, 1]
+    assert batch.missing == 2
+    assert batch.out_of_range == 1
+
+
+def test_numeric_binning_agrees_with_numpy_histogram():
+    rng = np.random.default_rng(7)
+    values = rng.normal(size=10_000)
+    edges = np.quantile(values, np.linspace(0.1, 0.9, 9))
+
+    counts = bin_numeric(values, edges).counts
+    expected, _ = np.histogram(values, bins=[-np.inf, *edges, np.inf])
+
+    assert counts == expected.tolist()
+
+
+def test_unlisted_categories_go_to_other():
+    batch = bin_categorical(["DE", "FR", "XX", None, "DE"], ["DE", "FR"])
+
+    assert batch.counts == [2, 1, 1]
+    assert batch.missing == 1
