@@ -88,7 +88,7 @@ class Extractor:
                 wrong += bad
 
         rows = table.rows
-        if response is None:
+        if not response:  # None or empty: nothing the model said to read
             predictions: list[Any] = [None] * rows
             scores: list[float | None] = [None] * rows
         else:
@@ -118,7 +118,8 @@ def extract(
     """Read one request (and its response, if given) into per-feature columns.
 
     Pass ``response=None`` when there is no response body worth reading (an
-    error status): predictions and scores are then all None. A response with
+    error status); then, as with an empty body, predictions and scores are all
+    None. A response with
     more or fewer rows than the request is padded with None or cut, not an
     error. Raises UnparsableBody for a body the protocol cannot read.
     """

@@ -361,6 +361,14 @@ def test_unparsable_requests(body: bytes, message: str) -> None:
         extract(body, None, protocol="auto", features=[AMOUNT], prediction=PredictionConfig())
 
 
+def test_an_empty_response_gives_no_predictions() -> None:
+    got = extract(b'{"instances": [[1]]}', b"", protocol="auto", features=[AMOUNT],
+                  prediction=PredictionConfig())  # fmt: skip
+
+    assert got.features == {"amount": [1]}
+    assert got.predictions == [None]
+
+
 def test_unparsable_response_names_the_response() -> None:
     with pytest.raises(UnparsableBody, match="response body is not JSON"):
         extract(b'{"instances": [[1]]}', b"Internal Server Error", protocol="auto",
