@@ -63,7 +63,9 @@ def _check_duration(text: str) -> str:
 Duration = Annotated[
     str,
     AfterValidator(_check_duration),
-    Field(pattern=_DURATION.pattern, json_schema_extra={"example": "30s"}),
+    # The pattern goes to the schema only (for the CRD): pydantic checks with
+    # _check_duration, whose message says what a duration looks like.
+    Field(json_schema_extra={"pattern": _DURATION.pattern, "example": "30s"}),
 ]
 
 
@@ -541,6 +543,13 @@ class SloStatus(_Spec):
 
 
 class RolloutStatus(_Spec):
+    phase: Literal["Progressing", "Paused", "Succeeded", "Failed"] | None = Field(
+        default=None,
+        description=(
+            "The rollout's own phase (the monitor's phase moves on once a rollout ends); "
+            "unset before the first rollout."
+        ),
+    )
     step: int = Field(default=0, description="Index into rollout.steps.")
     weight: float = Field(default=0.0, description="Current canary traffic weight in percent.")
     failures: int = Field(default=0, description="Consecutive failed analyses.")
