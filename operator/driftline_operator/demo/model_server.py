@@ -1,0 +1,243 @@
+"""A small real model server for the demo, the tests and the benchmark.
+
+A logistic-regression classifier over N numeric features (``f0`` … ``f{N-1}``),
+its weights fixed by a seed, served by uvicorn as a raw ASGI app (so the
+server's own overhead stays small next to the sidecar being measured). It
+speaks all three protocols the sidecar reads:
+
+- KServe v1: ``POST /v1/models/{name}:predict`` ``{"instances": [[...]] | [{...}]}``
+  → ``{"predictions": [[p0, p1], ...]}`` (class probabilities, as predict_proba)
+- Open Inference v2: ``POST /v2/models/{name}/infer`` with an ``FP64`` input
+  tensor of shape ``[rows, N]`` → outputs ``predict`` (INT64) and ``probability`` (FP64)
+- plain JSON: ``POST /predict`` ``{"f0": .., ...}`` or a list of such rows
+  → ``{"prediction": label, "probability": p}`` (or a list of them)
+
+and, for pass-through tests: ``/echo/...`` (any method; returns the body and,
+in ``x-echo-request``, the method, path, query and headers it received),
+``/stream?chunks=N&size=B&delay_ms=D`` (a chunked response), ``/sleep?seconds=S``
+and ``/healthz``. ``--latency-ms`` and ``--error-rate`` (or ``DEMO_LATENCY_MS``,
+``DEMO_ERROR_RATE``) slow down or fail prediction calls.
+
+Run: ``python -m driftline_operator.demo.model_server --port 8081``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs
+
+import numpy as np
+import uvicorn
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_KSERVE = re.compile(r"^/v1/models/([^/:]+):predict$")
+_V2 = re.compile(r"^/v2/models/([^/]+)/infer$")
+
+
+class Classifier:
+    """p = sigmoid(x·w + b) with weights drawn from a seeded generator."""
+
+    def __init__(self, *, n_features: int = 4, seed: int = 7) -> None:
+        rng = np.random.default_rng(seed)
+        self.feature_names = [f"f{i}" for i in range(n_features)]
+        self.weights = rng.normal(0.0, 1.0, n_features)
+        self.bias = float(rng.normal(0.0, 0.1))
+
+    def probability(self, rows: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(rows @ self.weights + self.bias)))
+
+    def matrix(self, rows: Sequence[Any]) -> np.ndarray:
+        """Rows as lists or as ``{name: value}`` dicts (absent names are 0)."""
+        names = self.feature_names
+        table = [
+            [_number(row.get(n)) for n in names] if isinstance(row, dict) else row for row in rows
+        ]
+        matrix = np.asarray(table, dtype=np.float64).reshape(len(rows), -1)
+        if matrix.shape[1] != len(names):
+            raise ValueError(f"expected {len(names)} features per row, got {matrix.shape[1]}")
+        return matrix
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+class ModelServer:
+    """The ASGI app."""
+
+    def __init__(
+        self, *, model: Classifier, latency_ms: float = 0.0, error_rate: float = 0.0
+    ) -> None:
+        self.model = model
+        self.latency = latency_ms / 1000.0
+        self.error_rate = error_rate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = await _read_body(receive)
+        path: str = scope["path"]
+        query = parse_qs(scope["query_string"].decode("latin-1"))
+        if path.startswith("/echo"):
+            await self._echo(scope, body, send)
+        elif path == "/stream":
+            await self._stream(query, send)
+        elif path == "/sleep":
+            await asyncio.sleep(float(query.get("seconds", ["1"])[0]))
+            await _json(send, 200, {"slept": True})
+        elif path == "/healthz":
+            await _json(send, 200, {"status": "ok"})
+        elif scope["method"] != "POST":
+            await _json(send, 405, {"error": "use POST"})
+        else:
+            await self._predict(path, body, send)
+
+    async def _predict(self, path: str, body: bytes, send: Send) -> None:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self.error_rate and random.random() < self.error_rate:
+            await _json(send, 500, {"error": "injected failure"})
+            return
+        try:
+            document = json.loads(body)
+            if _KSERVE.match(path):
+                answer = self._kserve(document)
+            elif match := _V2.match(path):
+                answer = self._v2(match.group(1), document)
+            elif path == "/predict":
+                answer = self._plain(document)
+            else:
+                await _json(send, 404, {"error": f"no route {path}"})
+                return
+        except (ValueError, KeyError, TypeError) as error:
+            await _json(send, 400, {"error": f"bad request: {error}"})
+            return
+        await _json(send, 200, answer)
+
+    def _kserve(self, document: dict[str, Any]) -> dict[str, Any]:
+        rows = document.get("instances", document.get("inputs"))
+        p = self.model.probability(self.model.matrix(rows))
+        # Like scikit-learn's predict_proba: [P(class 0), P(class 1)] per row.
+        return {"predictions": np.column_stack([1.0 - p, p]).tolist()}
+
+    def _v2(self, name: str, document: dict[str, Any]) -> dict[str, Any]:
+        tensor = document["inputs"][0]
+        rows = np.asarray(tensor["data"], dtype=np.float64).reshape(tensor["shape"])
+        p = self.model.probability(rows.reshape(rows.shape[0], -1))
+        n = len(p)
+        return {
+            "model_name": name,
+            "id": document.get("id", ""),
+            "outputs": [
+                {
+                    "name": "predict",
+                    "shape": [n],
+                    "datatype": "INT64",
+                    "data": (p >= 0.5).astype(int).tolist(),
+                },
+                {"name": "probability", "shape": [n], "datatype": "FP64", "data": p.tolist()},
+            ],
+        }
+
+    def _plain(self, document: Any) -> Any:
+        rows = document if isinstance(document, list) else [document]
+        p = self.model.probability(self.model.matrix(rows))
+        answers = [
+            {"prediction": "fraud" if q >= 0.5 else "ok", "probability": float(q)} for q in p
+        ]
+        return answers if isinstance(document, list) else answers[0]
+
+    async def _echo(self, scope: Scope, body: bytes, send: Send) -> None:
+        seen = {
+            "method": scope["method"],
+            "path": scope["raw_path"].decode("latin-1"),
+            "query": scope["query_string"].decode("latin-1"),
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+        }
+        headers = [
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-echo-request", json.dumps(seen).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _stream(self, query: dict[str, list[str]], send: Send) -> None:
+        chunks = int(query.get("chunks", ["5"])[0])
+        size = int(query.get("size", ["1000"])[0])
+        delay = float(query.get("delay_ms", ["20"])[0]) / 1000.0
+        headers = [(b"content-type", b"application/octet-stream")]  # no length: chunked
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for i in range(chunks):
+            await send(
+                {"type": "http.response.body", "body": bytes([i % 256]) * size, "more_body": True}
+            )
+            await asyncio.sleep(delay)
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _json(send: Send, status: int, document: Any) -> None:
+    body = json.dumps(document).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Driftline's demo model server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--features", type=int, default=4, help="number of numeric features")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--latency-ms", type=float, default=float(os.environ.get("DEMO_LATENCY_MS", "0"))
+    )
+    parser.add_argument(
+        "--error-rate", type=float, default=float(os.environ.get("DEMO_ERROR_RATE", "0"))
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not 0.0 <= args.error_rate <= 1.0:
+        raise SystemExit(f"--error-rate {args.error_rate}: expected a fraction between 0 and 1")
+    app = ModelServer(
+        model=Classifier(n_features=args.features, seed=args.seed),
+        latency_ms=args.latency_ms,
+        error_rate=args.error_rate,
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""The admin API on the admin port (never behind the model's Service).
+
+``/metrics``, ``/healthz``, ``/readyz``, ``/v1/snapshot``, ``/v1/config``.
+Reads are open; ``PUT /v1/config`` needs the bearer token from
+``admin_token_file`` and is disabled (404) when no token file is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
+
+from driftline_sidecar.config import SidecarConfig
+from driftline_sidecar.counts import Layout, take_snapshot
+from driftline_sidecar.metrics import SidecarMetrics, render
+from driftline_sidecar.snapshot import ProcessInfo
+
+# The model counts as reachable if it answered a request this recently.
+RECENT_ANSWER_SECONDS = 10.0
+
+
+@dataclass
+class AdminState:
+    """What the admin API reads; ``config`` is replaced by ``PUT /v1/config``."""
+
+    config: SidecarConfig
+    metrics: SidecarMetrics
+    layout: Layout
+    process: ProcessInfo
+    upstream_host: str
+    upstream_port: int
+    last_upstream_ok: Callable[[], float | None] = lambda: None
+    on_config: list[Callable[[SidecarConfig], None]] = field(default_factory=list)
+
+
+def create_admin_app(state: AdminState) -> FastAPI:
+    app = FastAPI(title="driftline-sidecar admin", docs_url=None, redoc_url=None)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(render(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        last = state.last_upstream_ok()
+        if last is not None and perf_counter() - last < RECENT_ANSWER_SECONDS:
+            return JSONResponse({"status": "ready"})
+        if await _reachable(state.upstream_host, state.upstream_port):
+            return JSONResponse({"status": "ready"})
+        return JSONResponse(
+            {
+                "status": "not ready",
+                "reason": f"model at {state.upstream_host}:{state.upstream_port} is not reachable",
+            },
+            status_code=503,
+        )
+
+    @app.get("/v1/snapshot")
+    def snapshot() -> Response:
+        taken = take_snapshot(
+            state.metrics, layout=state.layout, process=state.process, config=state.config
+        )
+        return Response(taken.model_dump_json(), media_type="application/json")
+
+    @app.get("/v1/config")
+    def get_config() -> Response:
+        return Response(state.config.model_dump_json(), media_type="application/json")
+
+    @app.put("/v1/config")
+    async def put_config(request: Request) -> Response:
+        denied = _check_token(state.config.admin_token_file, request.headers.get("authorization"))
+        if denied is not None:
+            return denied
+        try:
+            new = SidecarConfig.model_validate_json(await request.body())
+        except ValidationError as error:
+            return JSONResponse(
+                {"error": "invalid sidecar config", "detail": _describe(error)}, status_code=422
+            )
+        state.config = new
+        for listener in state.on_config:
+            listener(new)
+        return Response(new.model_dump_json(), media_type="application/json")
+
+    return app
+
+
+def _check_token(token_file: str | None, authorization: str | None) -> JSONResponse | None:
+    if token_file is None:
+        return JSONResponse(
+            {"error": "config updates are disabled: the sidecar has no admin_token_file"},
+            status_code=404,
+        )
+    try:
+        expected = Path(token_file).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        return JSONResponse(
+            {"error": f"config updates are disabled: cannot read admin_token_file: {error}"},
+            status_code=404,
+        )
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return JSONResponse(
+            {"error": "missing bearer token (Authorization: Bearer <token>)"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not expected or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        return JSONResponse({"error": "wrong bearer token"}, status_code=403)
+    return None
+
+
+def _describe(error: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in error.errors()
+    ]
+
+
+async def _reachable(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True

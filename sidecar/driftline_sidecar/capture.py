@@ -1,0 +1,228 @@
+"""The capture worker: everything the sidecar learns from a body, off the hot path.
+
+The proxy hands each finished exchange to ``CaptureWorker.submit`` (a
+``put_nowait`` into a bounded queue; a full queue drops and counts). The worker
+waits a moment so exchanges gather into a batch, extracts features and
+predictions body by body (yielding to the event loop every few bodies, and
+moving big bodies to a thread), then bins each feature column of the whole
+batch at once with numpy and updates the counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter as Tally
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from driftline_sidecar.config import SidecarConfig
+from driftline_sidecar.counts import Binning, Layout
+from driftline_sidecar.metrics import SidecarMetrics
+from driftline_sidecar.protocols import Extracted, UnparsableBody, extract
+
+if TYPE_CHECKING:
+    from driftline_sidecar.predlog import PredictionLog
+
+log = logging.getLogger(__name__)
+
+# How long the first exchange of a batch waits for others: binning costs the
+# same for 1 row as for 500, so batching is what keeps capture cheap per request.
+FLUSH_INTERVAL_SECONDS = 0.1
+# Bodies larger than this are parsed in a thread so the event loop keeps serving.
+THREAD_PARSE_BYTES = 64 * 1024
+# Yield to the event loop after this many bodies.
+YIELD_EVERY = 8
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request/response pair as the proxy saw it."""
+
+    request: bytes
+    response: bytes
+    status: int
+    latency_seconds: float
+    request_id: str
+    ts: float  # unix seconds when the request arrived
+    too_large: bool = False  # a body exceeded capture.max_body_bytes: count, do not parse
+
+
+@dataclass(slots=True)
+class _Batch:
+    columns: dict[str, list[Any]]
+    predictions: list[Any]
+    scores: list[float | None]
+
+
+class CaptureWorker:
+    def __init__(
+        self,
+        *,
+        config: SidecarConfig,
+        layout: Layout,
+        metrics: SidecarMetrics,
+        prediction_log: PredictionLog | None = None,
+        flush_interval: float = FLUSH_INTERVAL_SECONDS,
+    ) -> None:
+        self._config = config
+        self._layout = layout
+        self._metrics = metrics
+        self._log = prediction_log
+        self._flush_interval = flush_interval
+        self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=config.capture.queue_size)
+        self._dropped = metrics.dropped["capture"]
+
+    def submit(self, exchange: Exchange) -> None:
+        """Hand an exchange over without waiting; a full queue drops it (counted)."""
+        try:
+            self._queue.put_nowait(exchange)
+        except asyncio.QueueFull:
+            self._dropped.inc()
+
+    async def run(self) -> None:
+        batch_size = self._config.capture.batch_size
+        while True:
+            batch = [await self._queue.get()]
+            await asyncio.sleep(self._flush_interval)
+            while len(batch) < batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._process(batch)
+            except Exception:  # the sidecar's own work must never stop the worker
+                log.exception("capture: a batch of %d exchanges failed", len(batch))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def drain(self) -> None:
+        """Wait until every queued exchange has been counted."""
+        await self._queue.join()
+
+    async def _process(self, exchanges: list[Exchange]) -> None:
+        layout, metrics = self._layout, self._metrics
+        batch = _Batch({f.name: [] for f in layout.features}, [], [])
+        schema = Tally[str]()
+        for i, exchange in enumerate(exchanges):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            if exchange.too_large:
+                metrics.skipped["too_large"].inc()
+                continue
+            extracted = await self._extract(exchange)
+            if extracted is None:
+                metrics.skipped["unparsed"].inc()
+                continue
+            metrics.bodies_parsed.inc()
+            metrics.records.inc(extracted.rows)
+            schema["unknown_field"] += extracted.unknown_fields
+            schema["wrong_type"] += extracted.wrong_type
+            schema["missing_field"] += extracted.missing_fields
+            for name, column in batch.columns.items():
+                column.extend(extracted.features.get(name, [None] * extracted.rows))
+            batch.predictions.extend(extracted.predictions)
+            batch.scores.extend(extracted.scores)
+            if self._log is not None and self._log.sampled():
+                self._write_log(exchange, extracted)
+        for kind, n in schema.items():
+            if n:
+                metrics.schema[kind].inc(n)
+        self._count_features(batch)
+        self._count_predictions(batch)
+
+    async def _extract(self, exchange: Exchange) -> Extracted | None:
+        model = self._config.model
+        kwargs: dict[str, Any] = {
+            "protocol": model.protocol,
+            "features": self._layout.features,
+            "prediction": model.prediction,
+        }
+        try:
+            if len(exchange.request) + len(exchange.response) > THREAD_PARSE_BYTES:
+                return await asyncio.to_thread(
+                    extract, exchange.request, exchange.response, **kwargs
+                )
+            return extract(exchange.request, exchange.response, **kwargs)
+        except UnparsableBody:
+            return None
+        except Exception:  # an extractor bug must not lose the batch
+            log.exception("capture: extracting request %s failed", exchange.request_id)
+            return None
+
+    def _count_features(self, batch: _Batch) -> None:
+        metrics = self._metrics
+        for binning in self._layout.binnings:
+            column = batch.columns[binning.name]
+            if column:
+                _count_binned(
+                    binning,
+                    column,
+                    metrics.feature_bins[binning.name],
+                    metrics.feature_missing[binning.name],
+                    metrics.feature_out_of_range[binning.name],
+                )
+
+    def _count_predictions(self, batch: _Batch) -> None:
+        metrics, binning = self._metrics, self._layout.prediction
+        classification = self._config.model.prediction.task == "classification"
+        if classification:
+            for label, n in Tally(str(p) for p in batch.predictions if p is not None).items():
+                metrics.count_class(label, n)
+        # A regression's value is its score when no separate score is configured.
+        if binning.kind == "categorical":
+            values: list[Any] = batch.predictions
+        elif classification:
+            values = batch.scores
+        else:
+            values = [
+                s if s is not None else p
+                for s, p in zip(batch.scores, batch.predictions, strict=False)
+            ]
+        if values:
+            _count_binned(
+                binning,
+                values,
+                metrics.prediction_bins,
+                metrics.prediction_missing,
+                metrics.prediction_out_of_range,
+            )
+        if binning.kind == "numeric":
+            for value in values:
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    metrics.score.observe(value)
+
+    def _write_log(self, exchange: Exchange, extracted: Extracted) -> None:
+        assert self._log is not None
+        model = self._config.model
+        for row in range(extracted.rows):
+            record = {
+                "ts": exchange.ts,
+                "request_id": exchange.request_id,
+                "row": row,
+                "model": model.name,
+                "version": model.version,
+                "features": {name: col[row] for name, col in extracted.features.items()},
+                "prediction": _at(extracted.predictions, row),
+                "score": _at(extracted.scores, row),
+                "latency_seconds": exchange.latency_seconds,
+                "status": exchange.status,
+            }
+            if not self._log.write(record):
+                self._metrics.dropped["log"].inc()
+
+
+def _count_binned(
+    binning: Binning, values: list[Any], bins: list[Any], missing: Any, out_of_range: Any
+) -> None:
+    binned = binning.bin(values)
+    for child, n in zip(bins, binned.counts, strict=True):
+        if n:
+            child.inc(n)
+    if binned.missing:
+        missing.inc(binned.missing)
+    if binned.out_of_range:
+        out_of_range.inc(binned.out_of_range)
+
+
+def _at(values: list[Any], row: int) -> Any:
+    return values[row] if row < len(values) else None

@@ -1,0 +1,266 @@
+"""``driftline-sidecar``: the proxy and the admin API in one process.
+
+Both are uvicorn servers (uvloop, httptools, no access log) in one event
+loop. On SIGTERM or SIGINT the proxy stops accepting, finishes the requests in
+flight, then the capture queue and the prediction log are flushed, spans
+exported, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import uvloop
+import yaml
+from pydantic import ValidationError
+from yarl import URL
+
+from driftline_sidecar.admin import AdminState, create_admin_app
+from driftline_sidecar.capture import CaptureWorker
+from driftline_sidecar.config import ModelConfig, SidecarConfig, load_config
+from driftline_sidecar.counts import Layout, build_layout, file_sha256, new_process_info
+from driftline_sidecar.metrics import SCORE_BUCKETS, SidecarMetrics
+from driftline_sidecar.profile import ReferenceProfile, load_profile
+from driftline_sidecar.proxy import Proxy, make_session
+from driftline_sidecar.tracing import Tracing
+
+log = logging.getLogger("driftline_sidecar")
+
+# Longest a shutdown waits for the capture queue and the log to flush.
+FLUSH_TIMEOUT_SECONDS = 10.0
+
+
+class ConfigError(Exception):
+    """A user error in the config or flags: printed as one message, exit code 2."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="driftline-sidecar",
+        description="Reverse proxy in front of one model: metrics, drift counts, traces.",
+    )
+    parser.add_argument("--config", type=Path, help="sidecar config file (YAML or JSON)")
+    parser.add_argument("--model-name", help="run without a config file, for this model")
+    parser.add_argument("--upstream", help="the model's URL, e.g. http://127.0.0.1:8081")
+    parser.add_argument("--listen", help="proxy address host:port (default 0.0.0.0:8080)")
+    parser.add_argument("--admin", help="admin address host:port (default 0.0.0.0:9090)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> SidecarConfig:
+    if args.config is None and not args.model_name:
+        raise ConfigError("give --config FILE, or --model-name NAME to run without a config file")
+    try:
+        if args.config is not None:
+            config = load_config(args.config)
+        else:
+            config = SidecarConfig(model=ModelConfig(name=args.model_name))
+        overrides = {
+            key: value
+            for key, value in (
+                ("upstream", args.upstream),
+                ("listen", args.listen),
+                ("admin", args.admin),
+            )
+            if value
+        }
+        document = config.model_dump()
+        document.update(overrides)
+        if args.model_name:
+            document["model"]["name"] = args.model_name
+        config = SidecarConfig.model_validate(document)
+        for address in (config.listen, config.admin):
+            split_address(address)
+        upstream = URL(config.upstream)
+        if upstream.scheme not in ("http", "https") or not upstream.host:
+            raise ConfigError(f"upstream {config.upstream!r}: expected http://HOST:PORT")
+    except ValidationError as error:
+        where = args.config or "flags"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise ConfigError(f"{where}: invalid sidecar config: {problems}") from None
+    except (OSError, yaml.YAMLError, ValueError) as error:
+        raise ConfigError(f"{args.config}: {error}") from None
+    return config
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"address {address!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
+    return host.strip("[]"), int(port)
+
+
+def load_layout(config: SidecarConfig) -> Layout:
+    profile: ReferenceProfile | None = None
+    sha = ""
+    if config.profile_path:
+        try:
+            profile = load_profile(config.profile_path)
+            sha = file_sha256(config.profile_path)
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"profile_path {config.profile_path}: {error}") from None
+    try:
+        return build_layout(config, profile, sha)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to ``serve``, which runs two."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _server(app: Any, address: str, *, graceful_seconds: float) -> _Server:
+    host, port = split_address(address)
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            # The proxy passes the model's own Server and Date headers through.
+            server_header=False,
+            date_header=False,
+            timeout_graceful_shutdown=int(graceful_seconds) + 1,
+        )
+    )
+
+
+def _prediction_log(config: SidecarConfig, layout: Layout) -> Any:
+    if not config.prediction_log.enabled:
+        return None
+    pii = {f.name for f in layout.features if f.pii == "hash"}
+    try:
+        from driftline_sidecar.predlog import PredictionLog  # TEMP until predlog lands
+
+        return PredictionLog(config.prediction_log, pii_fields=pii)
+    except (OSError, ImportError) as error:  # the proxy still serves; the log is the sidecar's own business
+        log.warning("prediction log disabled: %s", error)
+        return None
+
+
+async def serve(config: SidecarConfig, layout: Layout) -> None:
+    model = config.model
+    numeric_prediction = layout.prediction.kind == "numeric"
+    score_buckets = SCORE_BUCKETS
+    if model.prediction.task == "regression" and numeric_prediction and layout.prediction.edges:
+        score_buckets = layout.prediction.edges
+    metrics = SidecarMetrics(
+        model=model.name,
+        version=model.version,
+        role=model.role,
+        features=layout.bins_per_feature,
+        prediction_bins=layout.prediction.n_bins,
+        score_buckets=score_buckets,
+    )
+    upstream = URL(config.upstream)
+    upstream_host, upstream_port = upstream.host or "127.0.0.1", upstream.port or 80
+    prediction_log = _prediction_log(config, layout)
+    worker = None
+    if config.capture.enabled:
+        worker = CaptureWorker(
+            config=config, layout=layout, metrics=metrics, prediction_log=prediction_log
+        )
+    tracing = Tracing.from_env(
+        sample_ratio=config.tracing.sample_ratio,
+        model=model.name,
+        version=model.version,
+        role=model.role,
+        upstream_host=upstream_host,
+        upstream_port=upstream_port,
+    )
+    session = make_session(timeout_seconds=config.upstream_timeout_seconds)
+    proxy = Proxy(
+        upstream=config.upstream,
+        session=session,
+        metrics=metrics,
+        capture=worker.submit if worker is not None else None,
+        max_capture_bytes=config.capture.max_body_bytes,
+        tracing=tracing,
+    )
+    state = AdminState(
+        config=config,
+        metrics=metrics,
+        layout=layout,
+        process=new_process_info(),
+        upstream_host=upstream_host,
+        upstream_port=upstream_port,
+        last_upstream_ok=lambda: proxy.last_upstream_ok,
+    )
+    graceful = config.upstream_timeout_seconds
+    proxy_server = _server(proxy, config.listen, graceful_seconds=graceful)
+    admin_server = _server(create_admin_app(state), config.admin, graceful_seconds=1)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    worker_task = asyncio.create_task(worker.run()) if worker is not None else None
+    servers = [asyncio.create_task(s.serve()) for s in (proxy_server, admin_server)]
+    log.info(
+        "driftline-sidecar: proxy %s -> %s, admin %s, model %s/%s (%s)",
+        config.listen,
+        config.upstream,
+        config.admin,
+        model.name,
+        model.version,
+        model.role,
+    )
+    await asyncio.wait([asyncio.create_task(stop.wait()), *servers], return_when="FIRST_COMPLETED")
+
+    log.info("driftline-sidecar: shutting down, draining requests in flight")
+    proxy_server.should_exit = True
+    await servers[0]
+    if worker is not None and worker_task is not None:
+        try:
+            await asyncio.wait_for(worker.drain(), timeout=FLUSH_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("driftline-sidecar: capture queue not drained in time")
+        worker_task.cancel()
+    if prediction_log is not None:
+        await asyncio.to_thread(prediction_log.close)
+    if tracing is not None:
+        await asyncio.to_thread(tracing.shutdown)
+    await session.close()
+    admin_server.should_exit = True
+    await servers[1]
+    log.info("driftline-sidecar: stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = build_config(args)
+        layout = load_layout(config)
+    except ConfigError as error:
+        print(f"driftline-sidecar: {error}", file=sys.stderr)
+        return 2
+    uvloop.run(serve(config, layout))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

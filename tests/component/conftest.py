@@ -1,0 +1,205 @@
+"""Real processes on loopback: the demo model server and the sidecar in front of it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+N_FEATURES = 4
+READY_TIMEOUT = 60.0  # generous: a loaded 2-core machine starts Python slowly
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float = READY_TIMEOUT, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"{url}: process exited early:\n{log.read_text()}")
+        return httpx.get(url, timeout=2.0).status_code == 200
+
+    wait_until(up, what=url)
+
+
+@dataclass
+class ModelServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def start_model(tmp: Path, *args: str) -> ModelServer:
+    port = free_port()
+    log = tmp / f"model-{port}.log"
+    command = [sys.executable, "-m", "driftline_operator.demo.model_server", "--port", str(port)]
+    command += ["--features", str(N_FEATURES), *args]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(url + "/healthz", process, log)
+    except BaseException:
+        _stop(process)
+        raise
+    return ModelServer(url, process)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    server = start_model(tmp_path_factory.mktemp("model"))
+    try:
+        yield server
+    finally:
+        _stop(server.process)
+
+
+@dataclass
+class Sidecar:
+    proxy: str
+    admin: str
+    process: subprocess.Popen[bytes]
+    config: dict[str, Any]
+    log: Path
+    workdir: Path
+
+    def snapshot(self) -> dict[str, Any]:
+        return httpx.get(self.admin + "/v1/snapshot", timeout=10).json()
+
+    def metrics(self) -> str:
+        return httpx.get(self.admin + "/metrics", timeout=10).text
+
+    def wait_records(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The first snapshot for which ``predicate`` holds (capture runs off the hot path)."""
+        seen: dict[str, Any] = {}
+
+        def check() -> bool:
+            seen.update(self.snapshot())
+            return predicate(seen)
+
+        try:
+            wait_until(check, timeout=30, what="capture counts")
+        except AssertionError:
+            raise AssertionError(f"capture counts never matched; last snapshot: {seen}") from None
+        return seen
+
+
+def sidecar_config(upstream: str, workdir: Path, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "model": {"name": "fraud", "version": "v1", "protocol": "auto"},
+        "upstream": upstream,
+        "listen": f"127.0.0.1:{free_port()}",
+        "admin": f"127.0.0.1:{free_port()}",
+        "prediction_log": {"path": str(workdir / "predictions.jsonl"), "sample_ratio": 1.0},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+def start_sidecar(
+    workdir: Path, config: dict[str, Any], *, env: dict[str, str] | None = None
+) -> Sidecar:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    log = workdir / "sidecar.log"
+    command = [sys.executable, "-m", "driftline_sidecar.main", "--config", str(path)]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    sidecar = Sidecar(
+        proxy=f"http://{config['listen']}",
+        admin=f"http://{config['admin']}",
+        process=process,
+        config=config,
+        log=log,
+        workdir=workdir,
+    )
+    try:
+        _wait_http(sidecar.admin + "/healthz", process, log)
+        # The proxy listener starts with the admin one; make sure it accepts too.
+        wait_until(lambda: _accepts(config["listen"]), what="the proxy port")
+    except BaseException:
+        _stop(process)
+        raise
+    return sidecar
+
+
+def _accepts(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def sidecar_factory(tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
+    """Start sidecars with ``factory(upstream, **config_overrides)``; all stopped at teardown."""
+    started: list[Sidecar] = []
+
+    def factory(upstream: str, *, env: dict[str, str] | None = None, **overrides: Any) -> Sidecar:
+        workdir = tmp_path / f"sidecar{len(started)}"
+        workdir.mkdir()
+        sidecar = start_sidecar(workdir, sidecar_config(upstream, workdir, **overrides), env=env)
+        started.append(sidecar)
+        return sidecar
+
+    try:
+        yield factory
+    finally:
+        for sidecar in started:
+            _stop(sidecar.process)
+
+
+@pytest.fixture(scope="module")
+def sidecar(model: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
+    """A sidecar in front of the shared model server, no features configured,
+    shared by a module's tests (use ``sidecar_factory`` to assert on counts)."""
+    workdir = tmp_path_factory.mktemp("sidecar")
+    started = start_sidecar(workdir, sidecar_config(model.url, workdir))
+    try:
+        yield started
+    finally:
+        _stop(started.process)
