@@ -13,11 +13,19 @@ Bin layout
 - categorical: one bin per listed category in order, then one "other" bin for
   every value the profile did not list.
 - Missing values (None, NaN, absent) are counted apart and in no bin.
+- Out of range: a numeric value outside the reference ``[min, max]`` (it still
+  lands in an end bin); a categorical value the profile does not list (it
+  still lands in "other"). Both are counted in ``out_of_range``.
+- Discrete numeric data (no more distinct values than bins) gets one bin per
+  value: ``edges`` are the distinct values but the smallest, and
+  ``distinct_values`` says how many there are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -40,6 +48,8 @@ class NumericProfile(_Model):
     mean: float
     std: float
     missing_rate: float = Field(ge=0.0, le=1.0)
+    # Set when the reference had so few distinct values that each has a bin.
+    distinct_values: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> NumericProfile:
@@ -130,18 +140,27 @@ def bin_numeric(
     )
 
 
-def bin_categorical(values: Sequence[Any], categories: Sequence[str]) -> BinnedBatch:
-    """Bin a batch of category values; unlisted ones go to the last ("other") bin."""
+def bin_categorical(values: Iterable[Any], categories: Sequence[str]) -> BinnedBatch:
+    """Bin a batch of category values (compared as ``str(value)``); unlisted
+    ones go to the last ("other") bin and are also counted as out of range."""
     position = {category: i for i, category in enumerate(categories)}
     other = len(categories)
-    counts = np.zeros(other + 1, dtype=np.int64)
+    counts = [0] * (other + 1)
     missing = 0
-    for value in values:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            missing += 1
+    # Counting distinct values first (C speed) leaves a Python loop only over
+    # the few distinct values, not over every row.
+    for value, count in Counter(_hashable(values)).items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            missing += count
         else:
-            counts[position.get(str(value), other)] += 1
-    return BinnedBatch(counts=counts.tolist(), missing=missing)
+            counts[position.get(value if isinstance(value, str) else str(value), other)] += count
+    return BinnedBatch(counts=counts, missing=missing, out_of_range=counts[other])
+
+
+def _hashable(values: Iterable[Any]) -> Iterable[Any]:
+    if isinstance(values, np.ndarray):
+        return values.tolist()  # Python scalars: np.str_ hashes slowly, np.float64 NaN too
+    return values
 
 
 def load_profile(path: str) -> ReferenceProfile:

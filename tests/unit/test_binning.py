@@ -38,3 +38,35 @@ def test_unlisted_categories_go_to_other():
 
     assert batch.counts == [2, 1, 1]
     assert batch.missing == 1
+
+
+def test_unlisted_categories_are_reported_as_out_of_range():
+    batch = bin_categorical(["DE", "XX", "YY", "FR"], ["DE", "FR"])
+
+    assert batch.counts == [1, 1, 2]
+    assert batch.out_of_range == 2
+
+
+def test_categorical_binning_compares_values_as_strings_and_counts_nan_missing():
+    values = [1, 2, 2, 3, float("nan"), np.float64("nan"), None]
+    batch = bin_categorical(values, ["1", "2"])
+
+    assert batch.counts == [1, 2, 1]
+    assert batch.missing == 3
+
+
+def test_categorical_binning_of_a_numpy_array_matches_a_python_loop():
+    rng = np.random.default_rng(3)
+    values = rng.choice(["a", "b", "c", "d"], size=5_000)
+    batch = bin_categorical(values, ["a", "c"])
+
+    listed = [int(np.count_nonzero(values == v)) for v in ("a", "c")]
+    assert batch.counts == [*listed, 5_000 - sum(listed)]
+
+
+def test_discrete_numeric_bins_one_value_each():
+    # edges are the distinct values but the smallest: bin i holds value i
+    batch = bin_numeric([0, 0, 1, 2, 2, 2], edges=[1, 2], low=0, high=2)
+
+    assert batch.counts == [2, 1, 3]
+    assert batch.out_of_range == 0
