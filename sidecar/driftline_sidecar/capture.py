@@ -14,15 +14,13 @@ import asyncio
 import logging
 from collections import Counter as Tally
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from driftline_sidecar.config import SidecarConfig
 from driftline_sidecar.counts import Binning, Layout
 from driftline_sidecar.metrics import SidecarMetrics
+from driftline_sidecar.predlog import PredictionLog
 from driftline_sidecar.protocols import Extracted, UnparsableBody, extract
-
-if TYPE_CHECKING:
-    from driftline_sidecar.predlog import PredictionLog
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from driftline_sidecar.capture import CaptureWorker
 from driftline_sidecar.config import ModelConfig, SidecarConfig, load_config
 from driftline_sidecar.counts import Layout, build_layout, file_sha256, new_process_info
 from driftline_sidecar.metrics import SCORE_BUCKETS, SidecarMetrics
+from driftline_sidecar.predlog import PredictionLog
 from driftline_sidecar.profile import ReferenceProfile, load_profile
 from driftline_sidecar.proxy import Proxy, make_session
 from driftline_sidecar.tracing import Tracing
@@ -146,15 +147,13 @@ def _server(app: Any, address: str, *, graceful_seconds: float) -> _Server:
     )
 
 
-def _prediction_log(config: SidecarConfig, layout: Layout) -> Any:
+def _prediction_log(config: SidecarConfig, layout: Layout) -> PredictionLog | None:
     if not config.prediction_log.enabled:
         return None
     pii = {f.name for f in layout.features if f.pii == "hash"}
     try:
-        from driftline_sidecar.predlog import PredictionLog  # TEMP until predlog lands
-
         return PredictionLog(config.prediction_log, pii_fields=pii)
-    except (OSError, ImportError) as error:  # the proxy still serves; the log is the sidecar's own business
+    except OSError as error:  # the proxy still serves; the log is the sidecar's own business
         log.warning("prediction log disabled: %s", error)
         return None
 

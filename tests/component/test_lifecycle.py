@@ -1,0 +1,131 @@
+"""Start-up errors, the admin config API, the prediction log, graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import yaml
+
+from driftline_sidecar.predlog import hash_value
+from tests.component.conftest import wait_until
+
+if TYPE_CHECKING:
+    from tests.component.conftest import ModelServer, Sidecar
+
+
+def run_sidecar(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "driftline_sidecar.main", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_invalid_config_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": "m"}, "capture": {"queue_size": 0}}))
+    result = run_sidecar("--config", str(path))
+    assert result.returncode == 2
+    assert "capture.queue_size" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    result = run_sidecar("--config", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 2
+    assert "absent.yaml" in result.stderr and "Traceback" not in result.stderr
+
+    result = run_sidecar("--model-name", "m", "--listen", "nonsense")
+    assert result.returncode == 2
+    assert "nonsense" in result.stderr and "HOST:PORT" in result.stderr
+
+
+def test_config_api_needs_the_token(
+    model: ModelServer, sidecar_factory: Callable[..., Sidecar], tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    sidecar = sidecar_factory(model.url, admin_token_file=str(token_file))
+    url = sidecar.admin + "/v1/config"
+    current = httpx.get(url, timeout=5).json()
+    assert current["model"]["name"] == "fraud"
+
+    changed = {**current, "routing": {**current["routing"], "canary_weight": 25.0}}
+    assert httpx.put(url, json=changed, timeout=5).status_code == 401
+    wrong = {"authorization": "Bearer nope"}
+    assert httpx.put(url, json=changed, headers=wrong, timeout=5).status_code == 403
+    good = {"authorization": "Bearer s3cret"}
+    invalid = {**changed, "routing": {"canary_weight": 250}}
+    response = httpx.put(url, json=invalid, headers=good, timeout=5)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "routing.canary_weight"
+
+    response = httpx.put(url, json=changed, headers=good, timeout=5)
+    assert response.status_code == 200
+    assert httpx.get(url, timeout=5).json()["routing"]["canary_weight"] == 25.0
+
+
+def test_config_api_is_disabled_without_a_token_file(sidecar: Sidecar) -> None:
+    config = httpx.get(sidecar.admin + "/v1/config", timeout=5).json()
+    response = httpx.put(
+        sidecar.admin + "/v1/config",
+        json=config,
+        headers={"authorization": "Bearer x"},
+        timeout=5,
+    )
+    assert response.status_code == 404
+    assert "admin_token_file" in response.json()["error"]
+
+
+def test_sigterm_drains_in_flight_requests_and_flushes_the_log(
+    model: ModelServer, sidecar_factory: Callable[..., Sidecar]
+) -> None:
+    features = [{"name": "f0"}, {"name": "f1", "type": "categorical", "pii": "hash"}]
+    sidecar = sidecar_factory(
+        model.url,
+        model={"name": "fraud", "protocol": "json", "features": features},
+        env={"DRIFTLINE_PII_SALT": "pepper"},
+    )
+    with httpx.Client(base_url=sidecar.proxy, timeout=10) as client:
+        for i in range(5):
+            client.post("/echo/predict", json={"f0": i, "f1": f"user{i}@example.com"})
+    slow: dict[str, Any] = {}
+
+    def call_slow() -> None:
+        slow["response"] = httpx.get(sidecar.proxy + "/sleep?seconds=1.5", timeout=20)
+
+    caller = threading.Thread(target=call_slow)
+    caller.start()
+    # Wait until the slow request is in flight, then ask the sidecar to stop.
+    wait_until(
+        lambda: (
+            "driftline_requests_in_flight{" in sidecar.metrics()
+            and _in_flight(sidecar.metrics()) >= 1
+        ),
+        what="the slow request in flight",
+    )
+    sidecar.process.send_signal(signal.SIGTERM)
+    caller.join(timeout=30)
+    assert slow["response"].status_code == 200
+    assert slow["response"].json() == {"slept": True}
+    assert sidecar.process.wait(timeout=30) == 0
+
+    log = Path(sidecar.config["prediction_log"]["path"])
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 5  # sample_ratio 1.0: every captured row, flushed on exit
+    assert {r["features"]["f0"] for r in records} == set(range(5))
+    for record in records:
+        assert "@example.com" not in json.dumps(record)  # pii hashed, with the salt given
+        i = record["features"]["f0"]
+        assert record["features"]["f1"] == hash_value(f"user{i}@example.com", b"pepper")
+        assert record["model"] == "fraud" and record["request_id"]
+
+
+def _in_flight(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("driftline_requests_in_flight{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
