@@ -87,8 +87,9 @@ COMBINATIONS: dict[str, Manifest] = {
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "namespaced": {"watchNamespaces": ["ml", "fraud"], "webhook": {"excludeNamespaces": ["legacy"]}},
     "everything": {
-        "operator": {"logLevel": "debug", "otlpEndpoint": "http://otel:4318", "nodeSelector": {"a": "b"},
+        "operator": {"logLevel": "debug", "nodeSelector": {"a": "b"},
                      "tolerations": [{"key": "k", "operator": "Exists"}], "podAnnotations": {"team": "ml"}},
+        "sidecar": {"image": {"repository": "reg.local/sidecar", "tag": "dev"}, "otlpEndpoint": "http://otel:4318"},
         "imagePullSecrets": [{"name": "regcred"}],
         "serviceMonitor": {"enabled": True},
         "webhook": {"failurePolicy": "Fail", "timeoutSeconds": 3},
@@ -221,7 +222,7 @@ def test_webhook_reaches_the_operator_through_the_service(
     container = operator_container(manifests)
     container_port = next(p for p in container["ports"] if p["name"] == port["targetPort"])
     assert str(container_port["containerPort"]) == env_of(container)["DRIFTLINE_WEBHOOK_PORT"]
-    assert target["path"] == "/driftline-inject-sidecar"
+    assert target["path"] == "/inject-sidecar"
     # The pods Service selects are the operator's.
     labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
@@ -343,16 +344,15 @@ def test_operator_runs_restricted_with_the_contract_env(tmp_path: Path) -> None:
     assert context["capabilities"] == {"drop": ["ALL"]}
     env = env_of(container)
     assert env["DRIFTLINE_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    assert env["DRIFTLINE_SIDECAR_IMAGE"] == "driftline/sidecar:0.1.0"
+    assert env["DRIFTLINE_SIDECAR_IMAGE"] == "ghcr.io/driftline/sidecar:0.1.0"
     assert env["DRIFTLINE_WEBHOOK_HOST"] == "0.0.0.0"
     assert env["DRIFTLINE_METRICS_PORT"] == "9100"
     assert "DRIFTLINE_OTLP_ENDPOINT" not in env
-    assert container["image"] == "driftline/operator:0.1.0"
+    assert container["image"] == "ghcr.io/driftline/operator:0.1.0"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["webhook-tls"] == env["DRIFTLINE_WEBHOOK_CERT_DIR"]
     # Liveness is Kopf's: the probe asks the port the --liveness flag serves.
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
-    assert "--standalone" in container["args"]
     health = next(p for p in container["ports"] if p["name"] == "health")
     assert health["containerPort"] == 8080
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -362,6 +362,7 @@ def test_options_reach_the_operator(tmp_path: Path) -> None:
     manifests = render(COMBINATIONS["everything"], tmp_path)
     container = operator_container(manifests)
     assert env_of(container)["DRIFTLINE_OTLP_ENDPOINT"] == "http://otel:4318"
+    assert env_of(container)["DRIFTLINE_SIDECAR_IMAGE"] == "reg.local/sidecar:dev"
     assert "--debug" in container["args"]
     pod = only(manifests, "Deployment")["spec"]["template"]
     assert pod["metadata"]["annotations"] == {"team": "ml"}
