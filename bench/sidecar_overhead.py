@@ -1,0 +1,313 @@
+"""What the sidecar costs: the same load direct to the model and through the sidecar.
+
+Run: ``.venv/bin/python bench/sidecar_overhead.py`` (about a minute).
+
+A demo model server answering in ~1 ms; requests are 1 KB JSON bodies with 20
+numeric features; clients keep their connections alive. Printed, each against
+the direct baseline measured in the same run:
+
+- throughput with a fixed number of concurrent clients;
+- latency p50/p99 at a fixed 300 req/s, and what the proxy adds to them;
+- the sidecar's CPU seconds per request (``/proc/<pid>/stat``) and its RSS;
+- an nginx ``proxy_pass`` column as the floor, when ``/usr/sbin/nginx`` exists.
+
+The sidecar runs with full capture on (20 binned features, prediction and
+score, prediction log sampled at 1 %) and tracing off (no ``OTEL_*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import uvloop
+import yaml
+
+N_FEATURES = 20
+NGINX = "/usr/sbin/nginx"
+TARGETS = {"p50_ms": 0.5, "p99_ms": 2.0, "cpu_us": 300.0, "rss_mb": 120.0}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def body() -> bytes:
+    rng = random.Random(5)
+    row: dict[str, object] = {f"f{i}": round(rng.gauss(0, 1), 12) for i in range(N_FEATURES)}
+    row["context"] = ""
+    padding = 1024 - len(json.dumps(row))
+    row["context"] = "x" * max(padding, 0)
+    return json.dumps(row).encode()
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args!r} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} did not open in {timeout:.0f} s")
+
+
+@contextmanager
+def started(command: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, process)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def sidecar_config(model_port: int, port: int, admin: int, workdir: Path) -> Path:
+    document = {
+        "model": {
+            "name": "bench",
+            "version": "v1",
+            "protocol": "json",
+            "features": [
+                {"name": f"f{i}", "bins": [-1.5, -0.5, 0.0, 0.5, 1.5]} for i in range(N_FEATURES)
+            ],
+            "prediction": {"path": "prediction", "score": "probability"},
+        },
+        "upstream": f"http://127.0.0.1:{model_port}",
+        "listen": f"127.0.0.1:{port}",
+        "admin": f"127.0.0.1:{admin}",
+        "prediction_log": {"path": str(workdir / "predictions.jsonl"), "sample_ratio": 0.01},
+    }
+    path = workdir / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def nginx_config(model_port: int, port: int, workdir: Path) -> Path:
+    path = workdir / "nginx.conf"
+    path.write_text(f"""
+master_process off;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/nginx-body;
+    proxy_temp_path {workdir}/nginx-proxy;
+    fastcgi_temp_path {workdir}/nginx-fastcgi;
+    uwsgi_temp_path {workdir}/nginx-uwsgi;
+    scgi_temp_path {workdir}/nginx-scgi;
+    upstream model {{ server 127.0.0.1:{model_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://model;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+""")
+    return path
+
+
+async def throughput(url: str, payload: bytes, *, clients: int, seconds: float) -> float:
+    """Requests per second with ``clients`` concurrent keep-alive loops."""
+    done = 0
+    stop = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def loop() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                async with session.post(url, data=payload) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise SystemExit(f"{url}: HTTP {response.status}")
+                done += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(clients)))
+        return done / (time.perf_counter() - began)
+
+
+async def fixed_rate(url: str, payload: bytes, *, rate: float, seconds: float) -> np.ndarray:
+    """Latencies (seconds) of requests sent open-loop at ``rate`` per second."""
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> None:
+            began = time.perf_counter()
+            async with session.post(url, data=payload) as response:
+                await response.read()
+            latencies.append(time.perf_counter() - began)
+
+        for _ in range(20):  # warm the pool
+            await one()
+        latencies.clear()
+        tasks = []
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return np.asarray(latencies)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Column:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float | None = None
+    rss_mb: float | None = None
+
+
+async def measure(
+    name: str, url: str, payload: bytes, args: argparse.Namespace, pid: int | None
+) -> Column:
+    rps = await throughput(url, payload, clients=args.clients, seconds=args.seconds)
+    before = cpu_seconds(pid) if pid else 0.0
+    latencies = await fixed_rate(url, payload, rate=args.rate, seconds=args.seconds)
+    column = Column(
+        name,
+        rps,
+        float(np.percentile(latencies, 50) * 1000),
+        float(np.percentile(latencies, 99) * 1000),
+    )
+    if pid:
+        column.cpu_us = (cpu_seconds(pid) - before) / len(latencies) * 1e6
+        column.rss_mb = rss_mb(pid)
+    return column
+
+
+def report(columns: list[Column], args: argparse.Namespace) -> None:
+    direct = columns[0]
+    print(f"\nload: 1 KB JSON, {N_FEATURES} features, model ~1 ms, keep-alive clients")
+    print(f"throughput: {args.clients} concurrent clients, {args.seconds:.0f} s each")
+    print(f"latency: open loop at {args.rate:.0f} req/s, {args.seconds:.0f} s each\n")
+    print(f"{'':24}" + "".join(f"{c.name:>16}" for c in columns))
+    rows = [
+        ("throughput req/s", lambda c: f"{c.rps:.0f}"),
+        ("  vs direct", lambda c: f"{c.rps / direct.rps:.2f}x"),
+        ("p50 ms", lambda c: f"{c.p50_ms:.3f}"),
+        ("p99 ms", lambda c: f"{c.p99_ms:.3f}"),
+        ("added p50 ms", lambda c: f"{c.p50_ms - direct.p50_ms:+.3f}"),
+        ("added p99 ms", lambda c: f"{c.p99_ms - direct.p99_ms:+.3f}"),
+        ("proxy CPU us/req", lambda c: "-" if c.cpu_us is None else f"{c.cpu_us:.0f}"),
+        ("proxy RSS MB", lambda c: "-" if c.rss_mb is None else f"{c.rss_mb:.1f}"),
+    ]
+    for label, cell in rows:
+        print(f"{label:24}" + "".join(f"{cell(c):>16}" for c in columns))
+    sidecar = next(c for c in columns if c.name == "sidecar")
+    checks = [
+        ("added p50", sidecar.p50_ms - direct.p50_ms, TARGETS["p50_ms"], "ms"),
+        ("added p99", sidecar.p99_ms - direct.p99_ms, TARGETS["p99_ms"], "ms"),
+        ("CPU per request", sidecar.cpu_us or 0.0, TARGETS["cpu_us"], "us"),
+        ("RSS", sidecar.rss_mb or 0.0, TARGETS["rss_mb"], "MB"),
+    ]
+    print("\ntargets (sidecar):")
+    for label, value, target, unit in checks:
+        verdict = "ok" if value <= target else "MISSED"
+        print(f"  {label:16} {value:8.3f} {unit} (target <= {target:g} {unit})  {verdict}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
+    parser.add_argument("--rate", type=float, default=300.0, help="req/s for the latency run")
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args(argv)
+    payload = body()
+    workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
+    python = sys.executable
+    model_port, sidecar_port, admin_port = free_port(), free_port(), free_port()
+    model_cmd = [python, "-m", "driftline_operator.demo.model_server", "--port", str(model_port)]
+    model_cmd += ["--features", str(N_FEATURES), "--latency-ms", "1"]
+    config = sidecar_config(model_port, sidecar_port, admin_port, workdir)
+    sidecar_cmd = [python, "-m", "driftline_sidecar.main", "--config", str(config)]
+    sidecar_cmd += ["--log-level", "warning"]
+    columns: list[Column] = []
+    with (
+        started(model_cmd, model_port, workdir / "model.log"),
+        started(sidecar_cmd, sidecar_port, workdir / "sidecar.log") as sidecar,
+    ):
+        targets = [
+            ("direct", f"http://127.0.0.1:{model_port}/predict", None),
+            ("sidecar", f"http://127.0.0.1:{sidecar_port}/predict", sidecar.pid),
+        ]
+        for name, url, pid in targets:
+            columns.append(uvloop.run(measure(name, url, payload, args, pid)))
+        if Path(NGINX).exists():
+            nginx_port = free_port()
+            conf = nginx_config(model_port, nginx_port, workdir)
+            nginx_cmd = [
+                NGINX,
+                "-p",
+                str(workdir),
+                "-c",
+                str(conf),
+                "-e",
+                str(workdir / "nginx-error.log"),
+            ]
+            nginx_cmd += ["-g", "daemon off;"]
+            with started(nginx_cmd, nginx_port, workdir / "nginx.log") as nginx:
+                url = f"http://127.0.0.1:{nginx_port}/predict"
+                columns.append(uvloop.run(measure("nginx", url, payload, args, nginx.pid)))
+        snapshot = json.loads(urlopen_text(f"http://127.0.0.1:{admin_port}/v1/snapshot"))
+    print(f"(sidecar captured {snapshot['capture']['records']} rows, "
+          f"dropped {snapshot['capture']['dropped']})")  # fmt: skip
+    report(columns, args)
+    return 0
+
+
+def urlopen_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
