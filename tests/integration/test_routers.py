@@ -1,0 +1,421 @@
+"""Each router's effect on the objects it changes, against a Kubernetes API.
+
+The API is kmock's in-process emulator (stores objects, applies JSON merge
+patches as a server does); the sidecar router's push goes over real HTTP on
+loopback to small admin servers that check the bearer token and validate the
+pushed document against the sidecar's own config schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp.web
+import pytest
+import pytest_asyncio
+import yaml
+from kubernetes.client import ApiClient, Configuration
+
+from driftline_operator import deployments
+from driftline_operator.rollout import PROMOTE, ROLLBACK, SetWeight, StartCanary
+from driftline_operator.routers import RouterError, RouteTarget, router_for
+from driftline_operator.routers.replicas import split_replicas
+from driftline_sidecar.config import ModelConfig, SidecarConfig
+
+NS = "ml"
+DEPLOYMENTS = "apps/v1/deployments"
+HTTPROUTES = "gateway.networking.k8s.io/v1/httproutes"
+VIRTUALSERVICES = "networking.istio.io/v1beta1/virtualservices"
+TOKEN = "s3cret-token"
+
+TARGET = RouteTarget(
+    namespace=NS,
+    monitor="fraud",
+    stable="fraud-v1",
+    canary="fraud-v2",
+    stable_service="fraud-v1",
+    canary_service="fraud-v2",
+    route="fraud",
+    config_map="driftline-fraud-sidecar",
+    admin_token=TOKEN,
+)
+
+
+@pytest_asyncio.fixture()
+async def api(kmock: Any) -> AsyncIterator[ApiClient]:
+    for resource, kind in [
+        (DEPLOYMENTS, "Deployment"),
+        ("apps/v1/replicasets", "ReplicaSet"),
+        ("v1/pods", "Pod"),
+        ("v1/configmaps", "ConfigMap"),
+        ("v1/services", "Service"),
+        (HTTPROUTES, "HTTPRoute"),
+        (VIRTUALSERVICES, "VirtualService"),
+    ]:
+        kmock.resources[resource] = {"kind": kind, "namespaced": True}
+    configuration = Configuration(host=str(kmock.url).rstrip("/"))
+    client = ApiClient(configuration)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def stored(kmock: Any, resource: str, name: str) -> dict[str, Any]:
+    return dict(kmock.objects[resource, NS, name].raw)
+
+
+def deployment(name: str, *, replicas: int, image: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "resourceVersion": "1"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "model", "image": image}]},
+            },
+        },
+    }
+
+
+# -- gateway-api ---------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_gateway_api_weights_the_backend_refs(kmock, api):
+    other_rule = {"matches": [{"path": {"value": "/docs"}}], "backendRefs": [{"name": "docs"}]}
+    kmock.objects[HTTPROUTES, NS, "fraud"] = {
+        "metadata": {"name": "fraud", "namespace": NS},
+        "spec": {"rules": [{"backendRefs": [{"name": "fraud-v1", "port": 80}]}, other_rule]},
+    }
+    router = router_for("gateway-api", api)
+
+    await router.set_weight(TARGET, 25)
+
+    rules = stored(kmock, HTTPROUTES, "fraud")["spec"]["rules"]
+    assert rules[0]["backendRefs"] == [
+        {"name": "fraud-v1", "port": 80, "weight": 75},
+        {"name": "fraud-v2", "port": 80, "weight": 25},
+    ]
+    assert rules[1] == other_rule
+    assert await router.get_weight(TARGET) == 25
+
+    await router.finalize(TARGET)
+    refs = stored(kmock, HTTPROUTES, "fraud")["spec"]["rules"][0]["backendRefs"]
+    assert [(r["name"], r["weight"]) for r in refs] == [("fraud-v1", 100), ("fraud-v2", 0)]
+    assert await router.get_weight(TARGET) == 0
+
+
+@pytest.mark.asyncio
+async def test_gateway_api_route_without_stable_names_the_fix(kmock, api):
+    kmock.objects[HTTPROUTES, NS, "fraud"] = {
+        "metadata": {"name": "fraud", "namespace": NS},
+        "spec": {"rules": [{"backendRefs": [{"name": "something-else"}]}]},
+    }
+    with pytest.raises(RouterError, match=r"HTTPRoute ml/fraud has no rule .* 'fraud-v1'"):
+        await router_for("gateway-api", api).set_weight(TARGET, 10)
+
+
+# -- istio ---------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_istio_weights_the_virtual_service_route(kmock, api):
+    host = "fraud-v1.ml.svc.cluster.local"
+    kmock.objects[VIRTUALSERVICES, NS, "fraud"] = {
+        "metadata": {"name": "fraud", "namespace": NS},
+        "spec": {
+            "hosts": ["fraud"],
+            "http": [{"route": [{"destination": {"host": host, "port": {"number": 80}}}]}],
+        },
+    }
+    router = router_for("istio", api)
+
+    await router.set_weight(TARGET, 10)
+
+    route = stored(kmock, VIRTUALSERVICES, "fraud")["spec"]["http"][0]["route"]
+    assert route == [
+        {"destination": {"host": host, "port": {"number": 80}}, "weight": 90},
+        {
+            "destination": {"host": "fraud-v2.ml.svc.cluster.local", "port": {"number": 80}},
+            "weight": 10,
+        },
+    ]
+    assert await router.get_weight(TARGET) == 10
+    await router.set_weight(TARGET, 50)
+    assert await router.get_weight(TARGET) == 50
+    await router.finalize(TARGET)
+    weights = [
+        d["weight"] for d in stored(kmock, VIRTUALSERVICES, "fraud")["spec"]["http"][0]["route"]
+    ]
+    assert weights == [100, 0]
+
+
+# -- replicas ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("total", "weight", "expected"),
+    [
+        (4, 25, (3, 1)),
+        (4, 5, (3, 1)),
+        (4, 50, (2, 2)),
+        (4, 100, (0, 4)),
+        (4, 0, (4, 0)),
+        (1, 50, (1, 0)),
+    ],
+)
+def test_split_replicas(total, weight, expected):
+    assert split_replicas(total, weight) == expected
+
+
+@pytest.mark.asyncio
+async def test_replicas_router_keeps_the_total(kmock, api):
+    kmock.objects[DEPLOYMENTS, NS, "fraud-v1"] = deployment(
+        "fraud-v1", replicas=4, image="m:1", labels={"app": "fraud", "track": "stable"}
+    )
+    kmock.objects[DEPLOYMENTS, NS, "fraud-v2"] = deployment(
+        "fraud-v2", replicas=0, image="m:2", labels={"app": "fraud", "track": "canary"}
+    )
+    router = router_for("replicas", api)
+
+    def replicas() -> tuple[int, int]:
+        return (
+            stored(kmock, DEPLOYMENTS, "fraud-v1")["spec"]["replicas"],
+            stored(kmock, DEPLOYMENTS, "fraud-v2")["spec"]["replicas"],
+        )
+
+    await router.set_weight(TARGET, 25)
+    assert replicas() == (3, 1) and await router.get_weight(TARGET) == 25
+    await router.set_weight(TARGET, 50)
+    assert replicas() == (2, 2)
+    await router.finalize(TARGET)
+    assert replicas() == (4, 0) and await router.get_weight(TARGET) == 0
+    scale_patches = [r for r in kmock if r.method == "PATCH" and r.subresource == "scale"]
+    assert len(scale_patches) == 6  # the two Deployments, three times
+
+
+# -- sidecar -------------------------------------------------------------------
+
+
+class AdminServer:
+    """A sidecar admin API: GET/PUT /v1/config, bearer token on writes."""
+
+    def __init__(self) -> None:
+        self.config = SidecarConfig(model=ModelConfig(name="fraud", version="v1"))
+        self.puts: list[dict[str, Any]] = []
+        self.app = aiohttp.web.Application()
+        self.app.router.add_get("/v1/config", self.get)
+        self.app.router.add_put("/v1/config", self.put)
+
+    async def get(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response(self.config.model_dump(mode="json"))
+
+    async def put(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return aiohttp.web.json_response({"error": "wrong bearer token"}, status=403)
+        document = await request.json()
+        self.config = SidecarConfig.model_validate(document)  # the sidecar's own schema
+        self.puts.append(document)
+        return aiohttp.web.json_response(self.config.model_dump(mode="json"))
+
+
+@pytest_asyncio.fixture()
+async def admins() -> AsyncIterator[list[tuple[AdminServer, int]]]:
+    servers, runners = [], []
+    try:
+        for _ in range(3):
+            server = AdminServer()
+            runner = aiohttp.web.AppRunner(server.app)
+            await runner.setup()
+            site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            runners.append(runner)
+            servers.append((server, site._server.sockets[0].getsockname()[1]))  # type: ignore[union-attr]
+        yield servers
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+def pod(name: str, labels: dict[str, str], admin_port: int, *, phase: str = "Running") -> dict:
+    return {
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "spec": {
+            "containers": [
+                {"name": "model", "image": "m"},
+                {
+                    "name": "driftline-sidecar",
+                    "ports": [{"name": "driftline-admin", "containerPort": admin_port}],
+                },
+            ]
+        },
+        "status": {"phase": phase, "podIP": "127.0.0.1" if phase == "Running" else None},
+    }
+
+
+def sidecar_world(kmock: Any, admins: list[tuple[AdminServer, int]]) -> None:
+    stable_labels, canary_labels = (
+        {"app": "fraud", "track": "stable"},
+        {"app": "fraud", "track": "canary"},
+    )
+    kmock.objects[DEPLOYMENTS, NS, "fraud-v1"] = deployment(
+        "fraud-v1", replicas=2, image="m:1", labels=stable_labels
+    )
+    kmock.objects["v1/services", NS, "fraud-v2"] = {
+        "metadata": {"name": "fraud-v2", "namespace": NS},
+        "spec": {"ports": [{"name": "http", "port": 8000, "targetPort": "http"}]},
+    }
+    document = SidecarConfig(model=ModelConfig(name="fraud")).model_dump(mode="json")
+    kmock.objects["v1/configmaps", NS, "driftline-fraud-sidecar"] = {
+        "metadata": {"name": "driftline-fraud-sidecar", "namespace": NS},
+        "data": {"sidecar.yaml": yaml.safe_dump(document)},
+    }
+    (_, port1), (_, port2), (_, port3) = admins
+    kmock.objects["v1/pods", NS, "fraud-v1-a"] = pod("fraud-v1-a", stable_labels, port1)
+    kmock.objects["v1/pods", NS, "fraud-v1-b"] = pod("fraud-v1-b", stable_labels, port2)
+    kmock.objects["v1/pods", NS, "fraud-v1-c"] = pod(
+        "fraud-v1-c", stable_labels, 1, phase="Pending"
+    )
+    kmock.objects["v1/pods", NS, "fraud-v2-a"] = pod("fraud-v2-a", canary_labels, port3)
+
+
+@pytest.mark.asyncio
+async def test_sidecar_router_pushes_to_stable_pods_and_the_config_map(kmock, api, admins):
+    sidecar_world(kmock, admins)
+    router = router_for("sidecar", api)
+
+    await router.set_weight(TARGET, 30)
+
+    (one, _), (two, _), (canary, _) = admins
+    for server in (one, two):
+        assert len(server.puts) == 1
+        assert server.config.routing.canary_weight == 30
+        assert server.config.routing.canary_url == "http://fraud-v2.ml.svc:8000"
+        assert server.config.model.version == "v1"  # the pod's own config is kept
+    assert canary.puts == []  # the canary's sidecar never splits
+    text = stored(kmock, "v1/configmaps", "driftline-fraud-sidecar")["data"]["sidecar.yaml"]
+    written = SidecarConfig.model_validate(yaml.safe_load(text))
+    assert written.routing.canary_weight == 30 and written.model.name == "fraud"
+    assert await router.get_weight(TARGET) == 30
+
+    await router.set_weight(TARGET, 30)  # idempotent: nothing new to push
+    assert len(one.puts) == 1
+
+    await router.finalize(TARGET)
+    assert one.config.routing.canary_weight == 0 and two.config.routing.canary_weight == 0
+    assert await router.get_weight(TARGET) == 0
+
+
+@pytest.mark.asyncio
+async def test_sidecar_router_with_a_wrong_token_says_which_pods_missed_it(kmock, api, admins):
+    sidecar_world(kmock, admins)
+    wrong = RouteTarget(**{**TARGET.__dict__, "admin_token": "nope"})
+
+    with pytest.raises(RouterError, match=r"did not reach 2 of 2 stable pods") as caught:
+        await router_for("sidecar", api).set_weight(wrong, 40)
+
+    assert "fraud-v1-a: PUT /v1/config answered 403" in str(caught.value)
+    # The ConfigMap holds the weight already, so restarted sidecars get it.
+    text = stored(kmock, "v1/configmaps", "driftline-fraud-sidecar")["data"]["sidecar.yaml"]
+    assert yaml.safe_load(text)["routing"]["canary_weight"] == 40
+
+
+def test_unknown_router_names_the_field():
+    with pytest.raises(RouterError, match=r"spec.rollout.router 'nginx' is not one of"):
+        router_for("nginx", ApiClient(Configuration(host="http://127.0.0.1:1")))
+
+
+# -- deployments: promotion, rollback, undo ------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_promotion_and_rollback_through_carry_out(kmock, api):
+    stable = deployment(
+        "fraud-v1", replicas=3, image="m:1", labels={"app": "fraud", "track": "stable"}
+    )
+    stable["spec"]["template"]["metadata"]["labels"]["legacy"] = "yes"
+    canary = deployment(
+        "fraud-v2", replicas=0, image="m:2", labels={"app": "fraud", "track": "canary"}
+    )
+    kmock.objects[DEPLOYMENTS, NS, "fraud-v1"] = stable
+    kmock.objects[DEPLOYMENTS, NS, "fraud-v2"] = canary
+    router = router_for("gateway-api", api)
+    kmock.objects[HTTPROUTES, NS, "fraud"] = {
+        "metadata": {"name": "fraud", "namespace": NS},
+        "spec": {"rules": [{"backendRefs": [{"name": "fraud-v1", "port": 80}]}]},
+    }
+
+    await deployments.carry_out(
+        (StartCanary(), SetWeight(10.0)), api=api, router=router, target=TARGET
+    )
+    assert stored(kmock, DEPLOYMENTS, "fraud-v2")["spec"]["replicas"] == 3
+    assert await router.get_weight(TARGET) == 10
+
+    await deployments.carry_out(PROMOTE, api=api, router=router, target=TARGET)
+    promoted = stored(kmock, DEPLOYMENTS, "fraud-v1")
+    # exactly the canary's template: its image, and no label the canary lacks
+    assert promoted["spec"]["template"] == canary["spec"]["template"]
+    assert deployments.template_hash(promoted) == deployments.template_hash(canary)
+    assert promoted["spec"]["replicas"] == 3
+    assert stored(kmock, DEPLOYMENTS, "fraud-v2")["spec"]["replicas"] == 0
+    assert await router.get_weight(TARGET) == 0
+
+    await deployments.carry_out(
+        (StartCanary(), SetWeight(50.0)), api=api, router=router, target=TARGET
+    )
+    await deployments.carry_out(ROLLBACK, api=api, router=router, target=TARGET)
+    assert stored(kmock, DEPLOYMENTS, "fraud-v2")["spec"]["replicas"] == 0
+    assert await router.get_weight(TARGET) == 0
+
+
+def replica_set(owner: dict[str, Any], revision: int, image: str) -> dict[str, Any]:
+    template = {
+        "metadata": {
+            "labels": {
+                **owner["spec"]["selector"]["matchLabels"],
+                "pod-template-hash": f"h{revision}",
+            }
+        },
+        "spec": {"containers": [{"name": "model", "image": image}]},
+    }
+    return {
+        "metadata": {
+            "name": f"{owner['metadata']['name']}-h{revision}",
+            "namespace": NS,
+            "labels": template["metadata"]["labels"],
+            "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+            "ownerReferences": [{"kind": "Deployment", "uid": owner["metadata"]["uid"]}],
+        },
+        "spec": {"replicas": 0, "template": template},
+    }
+
+
+@pytest.mark.asyncio
+async def test_guard_undo_restores_the_previous_revisions_template(kmock, api):
+    labels = {"app": "fraud"}
+    current = deployment("fraud", replicas=2, image="m:3", labels=labels)
+    kmock.objects[DEPLOYMENTS, NS, "fraud"] = current
+    for revision, image in [(1, "m:1"), (2, "m:2"), (3, "m:3")]:
+        rs = replica_set(current, revision, image)
+        kmock.objects["apps/v1/replicasets", NS, rs["metadata"]["name"]] = rs
+    stranger = replica_set(deployment("other", replicas=1, image="x", labels=labels), 9, "x:9")
+    kmock.objects["apps/v1/replicasets", NS, "other-h9"] = stranger
+
+    history = await deployments.revisions(api, NS, "fraud")
+    assert [r.number for r in history] == [3, 2, 1]  # not the other Deployment's
+    assert history[0].hash == deployments.template_hash(current)  # hash label ignored
+    previous = await deployments.previous_revision(api, NS, "fraud")
+    assert previous == history[1].hash
+
+    await deployments.restore(api, NS, "fraud", previous)  # type: ignore[arg-type]
+
+    restored = stored(kmock, DEPLOYMENTS, "fraud")["spec"]["template"]
+    assert restored["spec"]["containers"][0]["image"] == "m:2"
+    assert "pod-template-hash" not in restored["metadata"]["labels"]
+    with pytest.raises(RouterError, match="no ReplicaSet with template nope"):
+        await deployments.restore(api, NS, "fraud", "nope")
