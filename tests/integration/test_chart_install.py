@@ -1,0 +1,233 @@
+"""The chart installed for real with helm on a real Kubernetes control plane
+(../shared/k8s: etcd, kube-apiserver, kube-controller-manager; no kubelet).
+
+What only a real API server shows: every manifest is accepted, the CRD is
+established and keeps every field of the example ModelMonitor (nothing pruned),
+an upgrade reuses the self-signed certificate (`lookup`), the operator's
+ServiceAccount can do what it needs and nothing more (RBAC is enforced), and a
+webhook nobody answers does not block pod creation (failurePolicy Ignore).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "driftline"
+CONTROL_PLANE = ROOT.parent / "shared" / "k8s"
+NAMESPACE = "driftline-system"
+RELEASE = "dl"
+MODELS = "ml"
+ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-driftline"
+
+
+def _helm() -> str | None:
+    beside_python = Path(sys.executable).parent / "helm"
+    return shutil.which("helm") or (str(beside_python) if beside_python.exists() else None)
+
+
+HELM = _helm()
+pytestmark = [
+    pytest.mark.helm,
+    pytest.mark.k8s,
+    pytest.mark.skipif(HELM is None, reason="helm is not installed (scripts/install-helm.sh)"),
+    pytest.mark.skipif(
+        not (CONTROL_PLANE / "up.sh").exists(), reason=f"no control plane at {CONTROL_PLANE}"
+    ),
+    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed"),
+    pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed (etcd-server)"),
+]
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    state = tmp_path_factory.mktemp("k8s")
+    api, etcd, peer, kcm = _free_ports(4)
+    env = {
+        **os.environ,
+        "K8S_APISERVER_PORT": str(api),
+        "K8S_ETCD_PORT": str(etcd),
+        "K8S_ETCD_PEER_PORT": str(peer),
+        "K8S_KCM_PORT": str(kcm),
+        "K8S_START_TIMEOUT": "180",
+    }
+    try:
+        started = subprocess.run(
+            [str(CONTROL_PLANE / "up.sh"), str(state)],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([str(CONTROL_PLANE / "down.sh"), str(state), "--purge"],
+                       capture_output=True, timeout=120, check=False)  # fmt: skip
+
+
+def run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    if check:
+        assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}{result.stderr}"
+    return result
+
+
+def kubectl(kubeconfig: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run("kubectl", "--kubeconfig", kubeconfig, *args, check=check)
+
+
+def get(kubeconfig: str, *args: str) -> dict[str, Any]:
+    return json.loads(kubectl(kubeconfig, "get", "-o", "json", *args).stdout)
+
+
+def helm_release(kubeconfig: str, verb: str, *values: str) -> None:
+    assert HELM is not None
+    run(HELM, verb, RELEASE, str(CHART), "--kubeconfig", kubeconfig,
+        "--namespace", NAMESPACE, *(["--create-namespace"] if verb == "install" else []),
+        *values)  # fmt: skip
+
+
+def wait_for(what: str, probe: Any, *, timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def tls_state(kubeconfig: str) -> tuple[dict[str, str], str]:
+    secret = get(kubeconfig, "secret", f"{RELEASE}-driftline-webhook-tls", "-n", NAMESPACE)
+    hook = get(kubeconfig, "mutatingwebhookconfiguration", f"{RELEASE}-driftline")
+    return secret["data"], hook["webhooks"][0]["clientConfig"]["caBundle"]
+
+
+@pytest.fixture(scope="module")
+def installed(kubeconfig: str) -> str:
+    helm_release(kubeconfig, "install")
+
+    def established() -> bool:
+        crd = get(kubeconfig, "crd", "modelmonitors.driftline.io")
+        conditions = crd.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_for("the ModelMonitor CRD to be established", established)
+    return kubeconfig
+
+
+def test_self_signed_certificate_survives_an_upgrade(installed: str) -> None:
+    data, ca_bundle = tls_state(installed)
+    assert ca_bundle == data["ca.crt"]
+    assert base64.b64decode(data["tls.crt"]).startswith(b"-----BEGIN CERTIFICATE-----")
+    helm_release(installed, "upgrade", "--set", "webhook.timeoutSeconds=4")
+    hook = get(installed, "mutatingwebhookconfiguration", f"{RELEASE}-driftline")
+    assert hook["webhooks"][0]["timeoutSeconds"] == 4, "the upgrade was not applied"
+    assert tls_state(installed) == (data, ca_bundle), "the upgrade generated a new certificate"
+
+
+# (verb, group, resource, namespace); "" namespace: cluster-wide.
+CAN = [
+    ("list", "driftline.io", "modelmonitors", ""),
+    ("patch", "driftline.io", "modelmonitors", MODELS),
+    ("patch", "driftline.io", "modelmonitors/status", MODELS),
+    ("watch", "", "pods", ""),
+    ("create", "", "configmaps", MODELS),
+    ("delete", "", "configmaps", MODELS),
+    ("create", "", "events", MODELS),
+    ("patch", "apps", "deployments/scale", MODELS),
+    ("list", "apps", "replicasets", MODELS),
+    ("patch", "gateway.networking.k8s.io", "httproutes", MODELS),
+    ("update", "networking.istio.io", "virtualservices", MODELS),
+    ("watch", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+]
+CANNOT = [
+    ("get", "", "secrets", MODELS),
+    ("get", "", "secrets", NAMESPACE),
+    ("create", "", "pods", MODELS),
+    ("patch", "", "pods", MODELS),
+    ("delete", "apps", "deployments", MODELS),
+    ("create", "apps", "deployments", MODELS),
+    ("delete", "driftline.io", "modelmonitors", MODELS),
+    ("create", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+    ("list", "", "namespaces", ""),
+    ("update", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", ""),
+    ("create", "rbac.authorization.k8s.io", "clusterrolebindings", ""),
+]
+
+
+def allowed(kubeconfig: str, verb: str, group: str, resource: str, namespace: str) -> bool:
+    """Ask the API server's authorizer (a SubjectAccessReview) about the operator's account."""
+    resource, _, subresource = resource.partition("/")
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": ACCOUNT,
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}",
+                       "system:authenticated"],
+            "resourceAttributes": {"verb": verb, "group": group, "resource": resource,
+                                   "subresource": subresource, "namespace": namespace},
+        },
+    }  # fmt: skip
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", kubeconfig, "create", "-o", "json", "-f", "-"],
+        input=json.dumps(review), capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return bool(json.loads(result.stdout)["status"].get("allowed"))
+
+
+def test_operator_account_can_do_what_it_needs_and_no_more(installed: str) -> None:
+    assert [c for c in CAN if not allowed(installed, *c)] == []
+    assert [c for c in CANNOT if allowed(installed, *c)] == []
+
+
+def test_example_is_accepted_whole_and_pods_start_without_the_operator(installed: str) -> None:
+    kubectl(installed, "create", "namespace", MODELS)
+    kubectl(installed, "apply", "-k", str(ROOT / "examples" / "fraud"), "-n", MODELS)
+    # Nothing was pruned: the CRD's schema knows every field the example sets.
+    import yaml  # only this test reads the example
+
+    sent = yaml.safe_load((ROOT / "examples" / "fraud" / "modelmonitor.yaml").read_text())
+    stored = get(installed, "modelmonitors.driftline.io", "fraud", "-n", MODELS)
+
+    def subset(small: Any, big: Any) -> bool:
+        if isinstance(small, dict):
+            return isinstance(big, dict) and all(
+                k in big and subset(v, big[k]) for k, v in small.items()
+            )
+        if isinstance(small, list):
+            return isinstance(big, list) and len(small) == len(big) and all(map(subset, small, big))
+        return small == big
+
+    assert subset(sent["spec"], stored["spec"]), json.dumps(stored["spec"], indent=1)
+    # The operator does not run here, so the webhook's Service has no endpoints:
+    # with failurePolicy Ignore the ReplicaSet's pods are created anyway.
+    pods = wait_for(
+        "the fraud pods to be created",
+        lambda: get(installed, "pods", "-n", MODELS, "-l", "app=fraud")["items"],
+        timeout=150.0,
+    )
+    assert all(p["spec"]["containers"][0]["name"] == "model" for p in pods)
