@@ -393,3 +393,34 @@ def test_dataset_verdict_is_the_share_of_drifted_features(rng):
     assert result.prediction is not None
     assert (result.prediction.feature, result.prediction.status) == ("score", "ok")
     assert judge_dataset(profile, windows, policy=DriftPolicy()).drift is False
+
+
+def test_verdict_stats_are_the_public_statistics(rng):
+    reference = rng.normal(size=5_000)
+    profile = numeric_profile(reference)
+    counts = window(profile, rng.normal(0.2, 1.1, size=700))
+
+    verdict = judge_feature("x", profile, counts, policy=DriftPolicy(), reference_rows=5_000)
+
+    expected, observed = profile.expected, counts.counts
+    ks = ks_binned(expected, observed, reference_size=5_000)
+    chi2 = chi_square(expected, observed)
+    assert verdict.stats == pytest.approx(
+        {
+            "psi": psi(expected, observed),
+            "jensenshannon": jensen_shannon(expected, observed),
+            "chisquare_statistic": chi2.statistic,
+            "chisquare_p_value": chi2.p_value,
+            "ks_statistic": ks.statistic,
+            "ks_p_value": ks.p_value,
+            "wasserstein": wasserstein_binned(
+                profile.edges,
+                expected,
+                observed,
+                reference_std=profile.std,
+                low=profile.min,
+                high=profile.max,
+            ),
+        },
+        rel=1e-9,
+    )

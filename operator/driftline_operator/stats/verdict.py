@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -13,7 +14,6 @@ from driftline_operator.stats.distances import (
     jensen_shannon_kernel,
     proportions,
     psi_kernel,
-    wasserstein_kernel,
     wasserstein_samples,
 )
 from driftline_operator.stats.policy import (
@@ -24,10 +24,11 @@ from driftline_operator.stats.policy import (
     drifted,
 )
 from driftline_operator.stats.tests import (
+    TestResult,
     chi_square_kernel,
     counts_array,
-    ks_kernel,
     ks_samples,
+    smirnov_p_value,
     z_test,
 )
 from driftline_sidecar.profile import CategoricalProfile, NumericProfile, ReferenceProfile
@@ -102,36 +103,65 @@ def _choose(
     return "wasserstein", DEFAULT_THRESHOLDS["wasserstein"]
 
 
+@lru_cache(maxsize=4096)
+def _reference_arrays(
+    expected: tuple[float, ...], edges: tuple[float, ...] | None, low: float, high: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Proportions, their CDF at the edges, and the gaps between bin points:
+    fixed per profile, so computed once rather than every window."""
+    p = proportions(expected, name="reference expected")
+    gaps = None if edges is None else np.diff(bin_points(edges, low=low, high=high))
+    return p, p.cumsum()[:-1], gaps
+
+
 @dataclass
 class _Bins:
     """One feature's reference and window, checked once for all statistics."""
 
     reference: NumericProfile | CategoricalProfile
     p: np.ndarray  # reference proportions
+    cdf_p: np.ndarray  # reference CDF at the bin edges
+    point_gaps: np.ndarray | None  # numeric: distances between bin points
     observed: np.ndarray  # window counts
+    q: np.ndarray  # window proportions
     n_reference: int
 
-    @property
-    def q(self) -> np.ndarray:
-        return self.observed / self.observed.sum()
+    @classmethod
+    def of(
+        cls, reference: NumericProfile | CategoricalProfile, observed: np.ndarray, n_reference: int
+    ) -> _Bins:
+        numeric = isinstance(reference, NumericProfile)
+        p, cdf_p, gaps = _reference_arrays(
+            tuple(reference.expected),
+            tuple(reference.edges) if numeric else None,
+            reference.min if numeric else 0.0,
+            reference.max if numeric else 0.0,
+        )
+        q = observed / observed.sum()
+        return cls(reference, p, cdf_p, gaps, observed, q, n_reference)
+
+    def ks(self) -> TestResult:
+        gap = np.abs(self.cdf_p - self.q.cumsum()[:-1])
+        statistic = float(gap.max()) if gap.size else 0.0
+        n = float(self.observed.sum())
+        effective_n = n * self.n_reference / (n + self.n_reference)
+        return TestResult(statistic, smirnov_p_value(statistic, effective_n))
 
     def wasserstein(self) -> float:
-        reference = self.reference
-        assert isinstance(reference, NumericProfile)
-        points = bin_points(reference.edges, low=reference.min, high=reference.max)
-        return wasserstein_kernel(points, self.p, self.q, reference_std=reference.std)
+        assert isinstance(self.reference, NumericProfile) and self.point_gaps is not None
+        cdf_gap = np.abs(self.cdf_p - self.q.cumsum()[:-1])
+        return float(cdf_gap @ self.point_gaps) / max(self.reference.std, 0.001)
 
     def all_stats(self) -> dict[str, float]:
-        q = self.q
         chi2 = chi_square_kernel(self.p, self.observed)
         stats = {
-            "psi": psi_kernel(self.p, q),
-            "jensenshannon": jensen_shannon_kernel(self.p, q),
+            "psi": psi_kernel(self.p, self.q),
+            "jensenshannon": jensen_shannon_kernel(self.p, self.q),
             "chisquare_statistic": chi2.statistic,
             "chisquare_p_value": chi2.p_value,
         }
-        if isinstance(self.reference, NumericProfile):
-            ks = ks_kernel(self.p, self.observed, reference_size=self.n_reference)
+        if self.point_gaps is not None:
+            ks = self.ks()
             stats["ks_statistic"] = ks.statistic
             stats["ks_p_value"] = ks.p_value
             stats["wasserstein"] = self.wasserstein()
@@ -145,10 +175,9 @@ class _Bins:
             return "jensenshannon", jensen_shannon_kernel(self.p, self.q)
         if method == "chisquare":
             return "chisquare_p_value", chi_square_kernel(self.p, self.observed).p_value
-        if method == "ks":
-            result = ks_kernel(self.p, self.observed, reference_size=self.n_reference)
-            return "ks_p_value", result.p_value
-        if method == "wasserstein" and isinstance(self.reference, NumericProfile):
+        if method == "ks" and self.point_gaps is not None:
+            return "ks_p_value", self.ks().p_value
+        if method == "wasserstein" and self.point_gaps is not None:
             return "wasserstein", self.wasserstein()
         raise ValueError(f"no statistic {method!r} for a {self.reference.kind} feature")
 
@@ -213,7 +242,8 @@ def judge_feature(
     if reference_rows is None:
         reference_rows = len(reference_sample) if reference_sample else policy.large_sample + 1
     n_reference = reference_size(reference, reference_rows)
-    occupied = int(np.count_nonzero((np.asarray(reference.expected) > 0) | (observed > 0)))
+    expected = np.asarray(reference.expected)
+    occupied = int(np.count_nonzero((expected > 0) | (observed > 0)))
     discrete = isinstance(reference, NumericProfile) and reference.distinct_values is not None
     method, threshold = _choose(
         kind, policy=policy, n_reference=n_reference, occupied_bins=occupied, discrete=discrete
@@ -232,12 +262,7 @@ def judge_feature(
     )
     if samples < policy.min_samples:
         return result
-    bins = _Bins(
-        reference=reference,
-        p=proportions(reference.expected, name=f"feature {name!r} expected"),
-        observed=counts_array(observed, bins=reference.n_bins),
-        n_reference=n_reference,
-    )
+    bins = _Bins.of(reference, counts_array(observed, bins=reference.n_bins), n_reference)
     stats = bins.all_stats() if policy.all_stats else {}
     result.method, score = _score(
         method,
