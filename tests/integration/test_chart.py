@@ -404,6 +404,7 @@ def test_cluster_role_grants_what_the_operator_needs(tmp_path: Path) -> None:
         ("", "configmaps", "create"),
         ("", "configmaps", "delete"),
         ("", "events", "create"),
+        ("", "services", "get"),
         ("apps", "deployments/scale", "patch"),
         ("apps", "replicasets", "list"),
         ("gateway.networking.k8s.io", "httproutes", "patch"),
