@@ -54,8 +54,19 @@ def template_of(obj: Obj) -> Obj:
     return template  # type: ignore[no-any-return]
 
 
+def _selector_labels(obj: Obj) -> dict[str, str]:
+    return dict((obj.get("spec", {}).get("selector") or {}).get("matchLabels") or {})
+
+
 def template_hash(obj: Obj) -> str:
-    canonical = json.dumps(template_of(obj), sort_keys=True, separators=(",", ":"))
+    """What a template runs, ignoring the labels its owner selects pods by
+    (they differ between stable and canary by necessity)."""
+    template = template_of(obj)
+    labels = template.get("metadata", {}).get("labels")
+    if labels:
+        for key in _selector_labels(obj):
+            labels.pop(key, None)
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
@@ -76,8 +87,18 @@ async def copy_template(api: ApiClient, namespace: str, name: str, template: Obj
 
 
 async def promote(api: ApiClient, namespace: str, *, stable: str, canary: str) -> None:
-    """The stable Deployment takes the canary's pod template."""
-    await copy_template(api, namespace, stable, template_of(await read(api, namespace, canary)))
+    """The stable Deployment takes the canary's pod template, except the
+    labels each Deployment selects its pods by: stable keeps its own (else
+    the API refuses a template its selector does not match)."""
+    source = await read(api, namespace, canary)
+    template = template_of(source)
+    metadata = template.setdefault("metadata", {})
+    labels = {k: v for k, v in (metadata.get("labels") or {}).items()}
+    for key in _selector_labels(source):
+        labels.pop(key, None)
+    target = await read(api, namespace, stable)
+    metadata["labels"] = {**labels, **_selector_labels(target)}
+    await copy_template(api, namespace, stable, template)
 
 
 async def scale(api: ApiClient, namespace: str, name: str, replicas: int) -> None:

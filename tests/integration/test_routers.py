@@ -8,10 +8,19 @@ pushed document against the sidecar's own config schema.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
+import kubernetes
 import pytest
 import pytest_asyncio
 import yaml
@@ -75,7 +84,7 @@ def deployment(name: str, *, replicas: int, image: str, labels: dict[str, str]) 
             "replicas": replicas,
             "selector": {"matchLabels": labels},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": dict(labels)},
                 "spec": {"containers": [{"name": "model", "image": image}]},
             },
         },
@@ -358,9 +367,13 @@ async def test_promotion_and_rollback_through_carry_out(kmock, api):
 
     await deployments.carry_out(PROMOTE, api=api, router=router, target=TARGET)
     promoted = stored(kmock, DEPLOYMENTS, "fraud-v1")
-    # exactly the canary's template: its image, and no label the canary lacks
-    assert promoted["spec"]["template"] == canary["spec"]["template"]
+    # exactly the canary's template (no label the canary lacks), except the
+    # labels stable's selector needs
+    expected = json.loads(json.dumps(canary["spec"]["template"]))
+    expected["metadata"]["labels"] = {"app": "fraud", "track": "stable"}
+    assert promoted["spec"]["template"] == expected
     assert deployments.template_hash(promoted) == deployments.template_hash(canary)
+    assert deployments.template_hash(promoted) != deployments.template_hash(stable)
     assert promoted["spec"]["replicas"] == 3
     assert stored(kmock, DEPLOYMENTS, "fraud-v2")["spec"]["replicas"] == 0
     assert await router.get_weight(TARGET) == 0
@@ -391,7 +404,11 @@ def replica_set(owner: dict[str, Any], revision: int, image: str) -> dict[str, A
             "annotations": {"deployment.kubernetes.io/revision": str(revision)},
             "ownerReferences": [{"kind": "Deployment", "uid": owner["metadata"]["uid"]}],
         },
-        "spec": {"replicas": 0, "template": template},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": dict(template["metadata"]["labels"])},
+            "template": template,
+        },
     }
 
 
@@ -419,3 +436,200 @@ async def test_guard_undo_restores_the_previous_revisions_template(kmock, api):
     assert "pod-template-hash" not in restored["metadata"]["labels"]
     with pytest.raises(RouterError, match="no ReplicaSet with template nope"):
         await deployments.restore(api, NS, "fraud", "nope")
+
+
+# -- a real API server (../shared/k8s): Deployment controller, CRD validation --
+
+CONTROL_PLANE = Path(__file__).resolve().parents[3] / "shared" / "k8s"
+real_api_server = pytest.mark.skipif(
+    not (CONTROL_PLANE / "up.sh").exists() or shutil.which("etcd") is None,
+    reason=f"needs the control plane in {CONTROL_PLANE} and etcd (etcd-server)",
+)
+
+CRDS = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: httproutes.gateway.networking.k8s.io
+  # as in the Gateway API's own CRDs: *.k8s.io groups need this approval
+  annotations: {api-approved.kubernetes.io: "https://github.com/kubernetes-sigs/gateway-api/pull/1538"}
+spec:
+  group: gateway.networking.k8s.io
+  scope: Namespaced
+  names: {plural: httproutes, singular: httproute, kind: HTTPRoute}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              rules:
+                type: array
+                items:
+                  type: object
+                  properties:
+                    backendRefs:
+                      type: array
+                      items:
+                        type: object
+                        required: [name]
+                        properties:
+                          name: {type: string}
+                          port: {type: integer}
+                          weight: {type: integer, minimum: 0, maximum: 1000000}
+"""
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    state = tmp_path_factory.mktemp("k8s")
+    api_port, etcd, peer, kcm = _free_ports(4)
+    env = {
+        **os.environ,
+        "K8S_APISERVER_PORT": str(api_port),
+        "K8S_ETCD_PORT": str(etcd),
+        "K8S_ETCD_PEER_PORT": str(peer),
+        "K8S_KCM_PORT": str(kcm),
+        "K8S_START_TIMEOUT": "180",
+    }
+    try:
+        started = subprocess.run(
+            [str(CONTROL_PLANE / "up.sh"), str(state)],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        path = started.stdout.strip().splitlines()[-1]
+        kubectl(path, "create", "namespace", NS)
+        kubectl(path, "apply", "-f", "-", stdin=CRDS)
+        kubectl(path, "wait", "--for=condition=Established", "--timeout=120s",
+                "crd/httproutes.gateway.networking.k8s.io")  # fmt: skip
+        yield path
+    finally:
+        subprocess.run([str(CONTROL_PLANE / "down.sh"), str(state), "--purge"],
+                       capture_output=True, timeout=120, check=False)  # fmt: skip
+
+
+def kubectl(path: str, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", path, "-n", NS, *args],
+        input=stdin, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def real_client(path: str) -> ApiClient:
+    return kubernetes.config.new_client_from_config(config_file=path)
+
+
+async def poll(what: str, probe: Any, *, deadline: float = 120.0) -> Any:
+    """Poll `probe` (async) until it returns something truthy."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = await probe()
+        if value:
+            return value
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@real_api_server
+@pytest.mark.k8s
+@pytest.mark.asyncio
+async def test_guard_undo_on_real_replica_sets(kubeconfig):
+    # The Deployment controller makes the ReplicaSets and their revision numbers.
+    manifest = deployment("guarded", replicas=1, image="model:1", labels={"app": "guarded"})
+    del manifest["metadata"]["uid"], manifest["metadata"]["resourceVersion"]
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(manifest))
+    client = real_client(kubeconfig)
+    try:
+
+        async def two_revisions() -> list[deployments.Revision] | None:
+            found = await deployments.revisions(client, NS, "guarded")
+            return found if len(found) >= 2 else None
+
+        async def first_revision() -> list[deployments.Revision] | None:
+            return await deployments.revisions(client, NS, "guarded") or None
+
+        first = (await poll("revision 1", first_revision))[0]
+        kubectl(kubeconfig, "set", "image", "deployment/guarded", "model=model:2")
+        history = await poll("revision 2", two_revisions)
+
+        current = await deployments.read(client, NS, "guarded")
+        assert history[0].number == 2
+        assert history[0].hash == deployments.template_hash(current)  # the RS hashes alike
+        previous = await deployments.previous_revision(client, NS, "guarded")
+        assert previous == first.hash
+
+        await deployments.restore(client, NS, "guarded", previous)  # type: ignore[arg-type]
+
+        restored = await deployments.read(client, NS, "guarded")
+        assert restored["spec"]["template"]["spec"]["containers"][0]["image"] == "model:1"
+        assert deployments.template_hash(restored) == first.hash
+        assert "pod-template-hash" not in restored["spec"]["template"]["metadata"]["labels"]
+    finally:
+        client.close()
+
+
+@real_api_server
+@pytest.mark.k8s
+@pytest.mark.asyncio
+async def test_routers_on_a_real_api_server(kubeconfig):
+    for name, image, replicas in [("fraud-v1", "model:1", 4), ("fraud-v2", "model:2", 0)]:
+        manifest = deployment(name, replicas=replicas, image=image, labels={"app": name})
+        del manifest["metadata"]["uid"], manifest["metadata"]["resourceVersion"]
+        kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(manifest))
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "fraud", "namespace": NS},
+        "spec": {"rules": [{"backendRefs": [{"name": "fraud-v1", "port": 80}]}]},
+    }
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(route))
+    client = real_client(kubeconfig)
+    try:
+        gateway = router_for("gateway-api", client)
+        await gateway.set_weight(TARGET, 25)
+        stored_route = json.loads(kubectl(kubeconfig, "get", "httproute", "fraud", "-o", "json"))
+        assert stored_route["spec"]["rules"][0]["backendRefs"] == [
+            {"name": "fraud-v1", "port": 80, "weight": 75},
+            {"name": "fraud-v2", "port": 80, "weight": 25},
+        ]
+        assert await gateway.get_weight(TARGET) == 25
+
+        replicas = router_for("replicas", client)
+        await replicas.set_weight(TARGET, 50)
+        scales = [
+            json.loads(kubectl(kubeconfig, "get", "deployment", n, "-o", "json"))["spec"][
+                "replicas"
+            ]
+            for n in ("fraud-v1", "fraud-v2")
+        ]
+        assert scales == [2, 2]
+
+        await deployments.carry_out(PROMOTE, api=client, router=gateway, target=TARGET)
+        stable = await deployments.read(client, NS, "fraud-v1")
+        canary = await deployments.read(client, NS, "fraud-v2")
+        assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "model:2"
+        # the selector labels stay stable's own: promotion must not break the Deployment
+        assert stable["spec"]["template"]["metadata"]["labels"] == {"app": "fraud-v1"}
+        assert canary["spec"]["replicas"] == 0
+        assert await gateway.get_weight(TARGET) == 0
+    finally:
+        client.close()
