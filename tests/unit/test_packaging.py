@@ -1,0 +1,95 @@
+"""The images and the kind flow agree with the distribution, the chart and the
+example: no Docker here, so these check the files against each other, and
+`make -n` shows the commands the kind targets would run."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+CHART = yaml.safe_load((ROOT / "charts" / "driftline" / "Chart.yaml").read_text())
+VALUES = yaml.safe_load((ROOT / "charts" / "driftline" / "values.yaml").read_text())
+IMAGES = {"operator": "driftline-operator", "sidecar": "driftline-sidecar"}
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+@pytest.mark.parametrize(("image", "script"), sorted(IMAGES.items()))
+def test_dockerfile_builds_a_slim_non_root_image_of_the_distribution(
+    image: str, script: str
+) -> None:
+    steps = instructions(ROOT / f"Dockerfile.{image}")
+    bases = [args for op, args in steps if op == "FROM"]
+    assert bases == ["python:3.11-slim AS build", "python:3.11-slim"], "multi-stage on 3.11-slim"
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]
+    assert ("USER", "65532:65532") in final
+    assert ("ENTRYPOINT", f'["{script}"]') in final
+    assert script in PYPROJECT["project"]["scripts"]
+    # The build step imports the entrypoint's module, so a broken image fails to build.
+    module = PYPROJECT["project"]["scripts"][script].split(":")[0]
+    runs = " ".join(args for op, args in steps if op == "RUN")
+    assert "pip install --no-deps ." in runs
+    assert f'import {module}"' in runs
+    assert importlib.util.find_spec(module.split(".")[0]) is not None
+    copied = [args.split()[:-1] for op, args in steps if op == "COPY" and "--from" not in args]
+    sources = {source for group in copied for source in group}
+    assert {"pyproject.toml", "sidecar", "operator"} <= sources
+
+
+def test_dockerignore_keeps_what_pip_install_needs() -> None:
+    patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines() if p.strip()]
+    patterns = [p for p in patterns if not p.startswith("#")]
+    assert patterns[0] == "**", "everything is ignored unless re-included"
+    needed = {"pyproject.toml", PYPROJECT["project"]["readme"], "operator", "sidecar"}
+    assert needed <= {p[1:] for p in patterns if p.startswith("!")}
+    # The license file named by the build must be there too.
+    assert "!LICENSE" in patterns and (ROOT / "LICENSE").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_kind_targets_build_load_and_install_the_images_the_chart_and_example_use() -> None:
+    result = subprocess.run(
+        ["make", "-n", "-f", "mk/kind.mk", "kind-demo"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    commands = result.stdout
+    tag = CHART["appVersion"]
+    operator = f"{VALUES['operator']['image']['repository']}:{tag}"
+    sidecar = f"{VALUES['sidecar']['image']['repository']}:{tag}"
+    assert "create cluster --name driftline --config kind-config.yaml" in commands
+    assert f"docker build -f Dockerfile.operator -t {operator} ." in commands
+    assert f"docker build -f Dockerfile.sidecar -t {sidecar} ." in commands
+    assert f"load docker-image --name driftline {operator} {sidecar}" in commands
+    assert "upgrade --install driftline charts/driftline" in commands
+    assert f"--set operator.image.tag={tag}" in commands
+    assert "apply -k examples/fraud" in commands
+    # The example's model runs from the sidecar image that kind-load put on the nodes.
+    deployment = yaml.safe_load((ROOT / "examples" / "fraud" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == sidecar
+    assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_kind_config_has_a_control_plane_and_a_worker() -> None:
+    config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert [node["role"] for node in config["nodes"]] == ["control-plane", "worker"]
