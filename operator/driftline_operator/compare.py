@@ -23,6 +23,7 @@ import numpy as np
 from scipy import stats
 
 from driftline_operator.crd import Comparison, Slo, parse_duration, parse_ratio
+from driftline_operator.signals import error_count, histogram_quantile, request_count
 from driftline_operator.stats import jensen_shannon
 from driftline_sidecar.snapshot import Histogram, Snapshot
 
@@ -59,34 +60,6 @@ class ComparisonVerdict:
 
 
 # -- counting ------------------------------------------------------------------
-
-
-def request_count(window: Snapshot) -> int:
-    return sum(window.requests.values())
-
-
-def error_count(window: Snapshot) -> int:
-    """5xx responses: the server's fault (a 4xx is the client's)."""
-    return sum(n for code, n in window.requests.items() if code.startswith("5"))
-
-
-def histogram_quantile(histogram: Histogram, q: float) -> float | None:
-    """Prometheus' histogram_quantile on per-bucket counts: linear inside the
-    bucket, 0 as the first lower bound, the largest finite bound for +Inf."""
-    # Adapter until analysis.py (H4) exports its quantile; replace then.
-    total = histogram.count
-    if total == 0:
-        return None
-    rank = q * total
-    cumulative = np.cumsum(histogram.counts)
-    index = int(np.searchsorted(cumulative, rank, side="left"))
-    if index >= len(histogram.bounds):
-        return histogram.bounds[-1]
-    lower = histogram.bounds[index - 1] if index > 0 else 0.0
-    upper = histogram.bounds[index]
-    below = float(cumulative[index - 1]) if index > 0 else 0.0
-    in_bucket = histogram.counts[index]
-    return lower + (upper - lower) * (rank - below) / in_bucket if in_bucket else upper
 
 
 def two_proportion_p_value(x1: int, n1: int, x2: int, n2: int) -> float:
