@@ -424,3 +424,16 @@ def test_verdict_stats_are_the_public_statistics(rng):
         },
         rel=1e-9,
     )
+
+
+def test_all_stats_off_reports_only_the_verdicts_statistic(rng):
+    profile = numeric_profile(rng.normal(size=5_000))
+    counts = window(profile, rng.normal(size=700))
+
+    verdict = judge_feature(
+        "x", profile, counts, policy=DriftPolicy(all_stats=False), reference_rows=800
+    )
+
+    assert verdict.method == "ks"
+    assert set(verdict.stats) == {"ks_statistic", "ks_p_value"}
+    assert verdict.score == verdict.stats["ks_p_value"]

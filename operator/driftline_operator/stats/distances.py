@@ -12,10 +12,10 @@ from itertools import pairwise
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special
 from scipy.spatial import distance
 from scipy.stats import wasserstein_distance
 
+from driftline_operator.stats.rows import cdf_gaps, psi_rows, wasserstein_rows
 from driftline_operator.stats.samples import clean_sample
 
 
@@ -52,14 +52,7 @@ def psi(expected: ArrayLike, observed: ArrayLike, *, epsilon: float = 1e-4) -> f
     share ``q`` therefore adds about ``q * ln(q / 1e-4)``: large, but finite.
     """
     p, q = _pair(expected, observed)
-    return psi_kernel(p, q, epsilon=epsilon)
-
-
-def psi_kernel(p: np.ndarray, q: np.ndarray, *, epsilon: float = 1e-4) -> float:
-    """``psi`` on proportions already checked and normalised."""
-    p = np.maximum(p, epsilon)
-    q = np.maximum(q, epsilon)
-    return float(((q - p) * np.log(q / p)).sum())
+    return float(psi_rows(p[None], q[None], epsilon=epsilon)[0])
 
 
 def jensen_shannon(expected: ArrayLike, observed: ArrayLike) -> float:
@@ -72,16 +65,6 @@ def jensen_shannon(expected: ArrayLike, observed: ArrayLike) -> float:
     value = float(distance.jensenshannon(p, q, base=2.0))
     # Identical inputs can give a tiny negative under the square root -> nan.
     return 0.0 if math.isnan(value) else min(value, 1.0)
-
-
-def jensen_shannon_kernel(p: np.ndarray, q: np.ndarray) -> float:
-    """``jensen_shannon`` on proportions already checked and normalised: the
-    formula of ``scipy.spatial.distance.jensenshannon`` without its argument
-    handling (a third of the judging time)."""
-    m = (p + q) * 0.5
-    divergence = (special.rel_entr(p, m).sum() + special.rel_entr(q, m).sum()) * 0.5
-    # max(): rounding can leave identical inputs a hair below zero.
-    return min(math.sqrt(max(float(divergence), 0.0) / math.log(2.0)), 1.0)
 
 
 def bin_points(edges: ArrayLike, *, low: float, high: float) -> np.ndarray:
@@ -133,15 +116,8 @@ def wasserstein_binned(
     points = bin_points(edges, low=low, high=high)
     if points.size != p.size:
         raise ValueError(f"{np.size(edges)} edges make {points.size} bins, counts have {p.size}")
-    return wasserstein_kernel(points, p, q, reference_std=reference_std)
-
-
-def wasserstein_kernel(
-    points: np.ndarray, p: np.ndarray, q: np.ndarray, *, reference_std: float
-) -> float:
-    """``wasserstein_binned`` on checked proportions and precomputed bin points."""
-    cdf_gap = np.abs(p.cumsum()[:-1] - q.cumsum()[:-1])
-    return float(cdf_gap @ (points[1:] - points[:-1])) / max(reference_std, 0.001)
+    std = np.array([reference_std], dtype=np.float64)
+    return float(wasserstein_rows(cdf_gaps(p[None], q[None]), np.diff(points)[None], std)[0])
 
 
 def wasserstein_samples(reference: ArrayLike, current: ArrayLike) -> float:

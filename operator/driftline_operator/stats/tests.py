@@ -17,6 +17,7 @@ from scipy import special
 from scipy.stats import ks_2samp
 
 from driftline_operator.stats.distances import proportions
+from driftline_operator.stats.rows import chi_square_rows, ks_rows
 from driftline_operator.stats.samples import clean_sample
 
 
@@ -50,37 +51,9 @@ def chi_square(expected_proportions: ArrayLike, observed_counts: ArrayLike) -> T
     the reference at all, so the statistic is infinite and the p-value 0.
     """
     p = proportions(expected_proportions, name="expected proportions")
-    return chi_square_kernel(p, counts_array(observed_counts, bins=p.size))
-
-
-def chi_square_kernel(p: np.ndarray, observed: np.ndarray) -> TestResult:
-    """``chi_square`` on checked proportions and counts."""
-    n = observed.sum()
-    if p.min() > 0:  # the common case: no bin to drop
-        f_exp = p * n
-        statistic = float((((observed - f_exp) ** 2) / f_exp).sum())
-        dof = p.size - 1
-    else:
-        seen = p > 0
-        if observed[~seen].max() > 0:
-            return TestResult(statistic=math.inf, p_value=0.0)
-        f_exp = p[seen] * n
-        statistic = float((((observed[seen] - f_exp) ** 2) / f_exp).sum())
-        dof = int(seen.sum()) - 1
-    if dof == 0:  # one possible bin, and every value is in it
-        return TestResult(statistic=0.0, p_value=1.0)
-    return TestResult(statistic=statistic, p_value=float(special.chdtrc(dof, statistic)))
-
-
-def smirnov_p_value(statistic: float, effective_n: float) -> float:
-    """Two-sided p-value of a two-sample KS statistic: the Kolmogorov limit
-    with Stephens' finite-sample correction, ``Q((√n + 0.12 + 0.11/√n) D)``.
-
-    Within ~0.01 of scipy's exact ``kstwo.sf(D, round(n))`` for n >= 20, the
-    same to 3 digits at n >= 1000, and it costs a microsecond at any n.
-    """
-    root = math.sqrt(effective_n)
-    return float(min(1.0, special.kolmogorov((root + 0.12 + 0.11 / root) * statistic)))
+    observed = counts_array(observed_counts, bins=p.size)
+    statistic, p_value = chi_square_rows(p[None], observed[None])
+    return TestResult(statistic=float(statistic[0]), p_value=float(p_value[0]))
 
 
 def ks_binned(
@@ -92,23 +65,15 @@ def ks_binned(
     the raw-sample statistic evaluated only where the bins allow, so never
     larger than it (equal when every bin holds one distinct value). The
     p-value treats the reference as a sample of ``reference_size`` values and
-    uses ``smirnov_p_value`` at the effective size ``n·m/(n+m)``; it is
+    uses ``rows.smirnov_p_values`` at the effective size ``n·m/(n+m)``; it is
     therefore conservative against the exact test on the raw samples.
     """
     if reference_size <= 0:
         raise ValueError(f"reference_size must be positive, got {reference_size}")
     p = proportions(expected_proportions, name="expected proportions")
     observed = counts_array(observed_counts, bins=p.size)
-    return ks_kernel(p, observed, reference_size=reference_size)
-
-
-def ks_kernel(p: np.ndarray, observed: np.ndarray, *, reference_size: int) -> TestResult:
-    """``ks_binned`` on checked proportions and counts."""
-    n = observed.sum()
-    gap = np.abs(p.cumsum()[:-1] - (observed / n).cumsum()[:-1])
-    statistic = float(gap.max()) if gap.size else 0.0
-    effective_n = n * reference_size / (n + reference_size)
-    return TestResult(statistic=statistic, p_value=smirnov_p_value(statistic, effective_n))
+    statistic, p_value = ks_rows(p[None], observed[None], reference_size=np.array([reference_size]))
+    return TestResult(statistic=float(statistic[0]), p_value=float(p_value[0]))
 
 
 def ks_samples(reference: ArrayLike, current: ArrayLike) -> TestResult:

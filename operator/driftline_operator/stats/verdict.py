@@ -9,13 +9,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from driftline_operator.stats.distances import (
-    bin_points,
-    jensen_shannon_kernel,
-    proportions,
-    psi_kernel,
-    wasserstein_samples,
-)
+from driftline_operator.stats.distances import bin_points, proportions, wasserstein_samples
 from driftline_operator.stats.policy import (
     AUTO_JENSEN_SHANNON_THRESHOLD,
     DEFAULT_THRESHOLDS,
@@ -23,14 +17,15 @@ from driftline_operator.stats.policy import (
     Kind,
     drifted,
 )
-from driftline_operator.stats.tests import (
-    TestResult,
-    chi_square_kernel,
-    counts_array,
-    ks_samples,
-    smirnov_p_value,
-    z_test,
+from driftline_operator.stats.rows import (
+    cdf_gaps,
+    chi_square_rows,
+    jensen_shannon_rows,
+    ks_rows,
+    psi_rows,
+    wasserstein_rows,
 )
+from driftline_operator.stats.tests import counts_array, ks_samples, z_test
 from driftline_sidecar.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 
 Status = Literal["ok", "drift", "insufficient_data"]
@@ -106,109 +101,151 @@ def _choose(
 @lru_cache(maxsize=4096)
 def _reference_arrays(
     expected: tuple[float, ...], edges: tuple[float, ...] | None, low: float, high: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Proportions, their CDF at the edges, and the gaps between bin points:
-    fixed per profile, so computed once rather than every window."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reference proportions and the gaps between bin points: fixed per
+    profile, so computed once rather than every window."""
     p = proportions(expected, name="reference expected")
     gaps = None if edges is None else np.diff(bin_points(edges, low=low, high=high))
-    return p, p.cumsum()[:-1], gaps
+    return p, gaps
 
 
 @dataclass
-class _Bins:
-    """One feature's reference and window, checked once for all statistics."""
+class _Pending:
+    """A feature with enough data, waiting for its group's statistics."""
 
+    verdict: FeatureDrift
     reference: NumericProfile | CategoricalProfile
-    p: np.ndarray  # reference proportions
-    cdf_p: np.ndarray  # reference CDF at the bin edges
-    point_gaps: np.ndarray | None  # numeric: distances between bin points
-    observed: np.ndarray  # window counts
-    q: np.ndarray  # window proportions
+    observed: np.ndarray
     n_reference: int
+    sample: Sequence[Any] | None
+    reference_sample: Sequence[Any] | None
 
-    @classmethod
-    def of(
-        cls, reference: NumericProfile | CategoricalProfile, observed: np.ndarray, n_reference: int
-    ) -> _Bins:
-        numeric = isinstance(reference, NumericProfile)
-        p, cdf_p, gaps = _reference_arrays(
-            tuple(reference.expected),
-            tuple(reference.edges) if numeric else None,
-            reference.min if numeric else 0.0,
-            reference.max if numeric else 0.0,
+    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        reference = self.reference
+        if isinstance(reference, NumericProfile):
+            edges = tuple(reference.edges)
+            return _reference_arrays(tuple(reference.expected), edges, reference.min, reference.max)
+        return _reference_arrays(tuple(reference.expected), None, 0.0, 0.0)
+
+
+def _group_stats(group: list[_Pending]) -> list[dict[str, float]]:
+    """Every binned statistic for features of one kind and bin count, at once."""
+    arrays = [item.arrays() for item in group]
+    P = np.stack([p for p, _ in arrays])
+    C = np.stack([item.observed for item in group])
+    Q = C / C.sum(axis=1, keepdims=True)
+    chi2, chi2_p = chi_square_rows(P, C)
+    columns = {
+        "psi": psi_rows(P, Q),
+        "jensenshannon": jensen_shannon_rows(P, Q),
+        "chisquare_statistic": chi2,
+        "chisquare_p_value": chi2_p,
+    }
+    if isinstance(group[0].reference, NumericProfile):
+        gaps = cdf_gaps(P, Q)
+        sizes = np.array([item.n_reference for item in group], dtype=np.float64)
+        columns["ks_statistic"], columns["ks_p_value"] = ks_rows(
+            P, C, reference_size=sizes, gaps=gaps
         )
-        q = observed / observed.sum()
-        return cls(reference, p, cdf_p, gaps, observed, q, n_reference)
-
-    def ks(self) -> TestResult:
-        gap = np.abs(self.cdf_p - self.q.cumsum()[:-1])
-        statistic = float(gap.max()) if gap.size else 0.0
-        n = float(self.observed.sum())
-        effective_n = n * self.n_reference / (n + self.n_reference)
-        return TestResult(statistic, smirnov_p_value(statistic, effective_n))
-
-    def wasserstein(self) -> float:
-        assert isinstance(self.reference, NumericProfile) and self.point_gaps is not None
-        cdf_gap = np.abs(self.cdf_p - self.q.cumsum()[:-1])
-        return float(cdf_gap @ self.point_gaps) / max(self.reference.std, 0.001)
-
-    def all_stats(self) -> dict[str, float]:
-        chi2 = chi_square_kernel(self.p, self.observed)
-        stats = {
-            "psi": psi_kernel(self.p, self.q),
-            "jensenshannon": jensen_shannon_kernel(self.p, self.q),
-            "chisquare_statistic": chi2.statistic,
-            "chisquare_p_value": chi2.p_value,
-        }
-        if self.point_gaps is not None:
-            ks = self.ks()
-            stats["ks_statistic"] = ks.statistic
-            stats["ks_p_value"] = ks.p_value
-            stats["wasserstein"] = self.wasserstein()
-        return stats
-
-    def single(self, method: str) -> tuple[str, float]:
-        """The stats key and value of one binned statistic."""
-        if method == "psi":
-            return "psi", psi_kernel(self.p, self.q)
-        if method == "jensenshannon":
-            return "jensenshannon", jensen_shannon_kernel(self.p, self.q)
-        if method == "chisquare":
-            return "chisquare_p_value", chi_square_kernel(self.p, self.observed).p_value
-        if method == "ks" and self.point_gaps is not None:
-            return "ks_p_value", self.ks().p_value
-        if method == "wasserstein" and self.point_gaps is not None:
-            return "wasserstein", self.wasserstein()
-        raise ValueError(f"no statistic {method!r} for a {self.reference.kind} feature")
+        point_gaps = np.stack([g for _, g in arrays])  # type: ignore[misc]
+        std = np.array([item.reference.std for item in group])  # type: ignore[union-attr]
+        columns["wasserstein"] = wasserstein_rows(gaps, point_gaps, std)
+    keys = list(columns)
+    rows = np.column_stack([columns[key] for key in keys]).tolist()
+    return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
-def _score(
-    method: str,
-    bins: _Bins,
-    *,
-    sample: Sequence[Any] | None,
-    reference_sample: Sequence[Any] | None,
-    stats: dict[str, float],
-) -> tuple[str, float]:
+def _score(item: _Pending, method: str, stats: dict[str, float]) -> tuple[str, float]:
     """The verdict's statistic, on raw samples where both sides have them."""
-    raw = sample is not None and reference_sample is not None
+    raw = item.sample is not None and item.reference_sample is not None
     if method == "ks" and raw:
-        result = ks_samples(reference_sample, sample)  # type: ignore[arg-type]
+        result = ks_samples(item.reference_sample, item.sample)  # type: ignore[arg-type]
         stats["ks_samples_statistic"] = result.statistic
         stats["ks_samples_p_value"] = result.p_value
         return "ks_samples", result.p_value
     if method == "wasserstein" and raw:
-        stats["wasserstein_samples"] = wasserstein_samples(reference_sample, sample)  # type: ignore[arg-type]
-        return "wasserstein_samples", stats["wasserstein_samples"]
+        value = wasserstein_samples(item.reference_sample, item.sample)  # type: ignore[arg-type]
+        stats["wasserstein_samples"] = value
+        return "wasserstein_samples", value
     if method == "z":
-        result = z_test(bins.p, bins.observed, reference_size=bins.n_reference)
+        p, _ = item.arrays()
+        result = z_test(p, item.observed, reference_size=item.n_reference)
         stats["z_statistic"] = result.statistic
         stats["z_p_value"] = result.p_value
         return "z", result.p_value
     key = {"ks": "ks_p_value", "chisquare": "chisquare_p_value"}.get(method, method)
     if key not in stats:
-        key, stats[key] = bins.single(method)
+        raise ValueError(f"no statistic {method!r} for a {item.reference.kind} feature")
     return method, stats[key]
+
+
+def _prepare(
+    name: str,
+    reference: NumericProfile | CategoricalProfile,
+    counts: Counts,
+    *,
+    policy: DriftPolicy,
+    sample: Sequence[Any] | None,
+    reference_sample: Sequence[Any] | None,
+    reference_rows: int | None,
+) -> tuple[FeatureDrift, _Pending | None]:
+    observed = np.asarray(counts.counts, dtype=np.float64)
+    if observed.size != reference.n_bins:
+        raise ValueError(
+            f"feature {name!r}: the window has {observed.size} bins but the reference "
+            f"profile has {reference.n_bins}; the counts were binned against another profile"
+        )
+    samples = int(observed.sum())
+    seen = samples + counts.missing
+    missing_rate = counts.missing / seen if seen else 0.0
+    if reference_rows is None:
+        reference_rows = len(reference_sample) if reference_sample else policy.large_sample + 1
+    n_reference = reference_size(reference, reference_rows)
+    expected = np.asarray(reference.expected)
+    occupied = int(np.count_nonzero((expected > 0) | (observed > 0)))
+    discrete = isinstance(reference, NumericProfile) and reference.distinct_values is not None
+    method, threshold = _choose(
+        reference.kind,
+        policy=policy,
+        n_reference=n_reference,
+        occupied_bins=occupied,
+        discrete=discrete,
+    )
+    verdict = FeatureDrift(
+        feature=name,
+        kind=reference.kind,
+        status="insufficient_data",
+        method=method,
+        score=None,
+        threshold=threshold,
+        samples=samples,
+        missing_rate=missing_rate,
+        missing_rate_change=missing_rate - reference.missing_rate if seen else 0.0,
+        out_of_range_rate=counts.out_of_range / samples if samples else 0.0,
+    )
+    if samples < policy.min_samples:
+        return verdict, None
+    observed = counts_array(observed, bins=reference.n_bins)
+    pending = _Pending(verdict, reference, observed, n_reference, sample, reference_sample)
+    return verdict, pending
+
+
+def _judge(pending: list[_Pending], *, policy: DriftPolicy) -> None:
+    """Fill in the verdicts of features with enough data, grouped so that
+    each group's statistics are a handful of numpy calls."""
+    groups: dict[tuple[str, int], list[_Pending]] = {}
+    for item in pending:
+        groups.setdefault((item.reference.kind, item.observed.size), []).append(item)
+    for group in groups.values():
+        for item, stats in zip(group, _group_stats(group), strict=True):
+            verdict = item.verdict
+            method, score = _score(item, verdict.method, stats)
+            if not policy.all_stats:
+                stats = {k: v for k, v in stats.items() if k.startswith(method) or k == method}
+                stats = stats or {verdict.method: score}
+            verdict.stats = stats
+            verdict.status = "drift" if drifted(verdict.method, score, verdict.threshold) else "ok"
+            verdict.method, verdict.score = method, score
 
 
 def judge_feature(
@@ -229,52 +266,18 @@ def judge_feature(
     auto rules and of the binned KS p-value); without it, the reference sample
     size stands in, else ``policy.large_sample + 1``.
     """
-    observed = np.asarray(counts.counts, dtype=np.float64)
-    if observed.size != reference.n_bins:
-        raise ValueError(
-            f"feature {name!r}: the window has {observed.size} bins but the reference "
-            f"profile has {reference.n_bins}; the counts were binned against another profile"
-        )
-    kind: Kind = reference.kind
-    samples = int(observed.sum())
-    seen = samples + counts.missing
-    missing_rate = counts.missing / seen if seen else 0.0
-    if reference_rows is None:
-        reference_rows = len(reference_sample) if reference_sample else policy.large_sample + 1
-    n_reference = reference_size(reference, reference_rows)
-    expected = np.asarray(reference.expected)
-    occupied = int(np.count_nonzero((expected > 0) | (observed > 0)))
-    discrete = isinstance(reference, NumericProfile) and reference.distinct_values is not None
-    method, threshold = _choose(
-        kind, policy=policy, n_reference=n_reference, occupied_bins=occupied, discrete=discrete
-    )
-    result = FeatureDrift(
-        feature=name,
-        kind=kind,
-        status="insufficient_data",
-        method=method,
-        score=None,
-        threshold=threshold,
-        samples=samples,
-        missing_rate=missing_rate,
-        missing_rate_change=missing_rate - reference.missing_rate if seen else 0.0,
-        out_of_range_rate=counts.out_of_range / samples if samples else 0.0,
-    )
-    if samples < policy.min_samples:
-        return result
-    bins = _Bins.of(reference, counts_array(observed, bins=reference.n_bins), n_reference)
-    stats = bins.all_stats() if policy.all_stats else {}
-    result.method, score = _score(
-        method,
-        bins,
+    verdict, pending = _prepare(
+        name,
+        reference,
+        counts,
+        policy=policy,
         sample=sample,
         reference_sample=reference_sample,
-        stats=stats,
+        reference_rows=reference_rows,
     )
-    result.score = score
-    result.stats = stats
-    result.status = "drift" if drifted(method, score, threshold) else "ok"
-    return result
+    if pending is not None:
+        _judge([pending], policy=policy)
+    return verdict
 
 
 def judge_dataset(
@@ -297,32 +300,28 @@ def judge_dataset(
     """
     samples = samples or {}
     rows = profile.source.rows
-    verdicts = []
-    for name, reference in profile.features.items():
-        window = features.get(name) or _empty(reference.n_bins)
-        verdicts.append(
-            judge_feature(
-                name,
-                reference,
-                window,
-                policy=policy,
-                sample=samples.get(name),
-                reference_sample=profile.sample.get(name),
-                reference_rows=rows,
-            )
-        )
-    prediction_verdict = None
+    entries: list[tuple[str, NumericProfile | CategoricalProfile, Counts]] = [
+        (name, reference, features.get(name) or _empty(reference.n_bins))
+        for name, reference in profile.features.items()
+    ]
     if profile.prediction is not None and prediction is not None:
-        column = profile.prediction_column or "prediction"
-        prediction_verdict = judge_feature(
-            column,
-            profile.prediction,
-            prediction,
+        entries.append((profile.prediction_column or "prediction", profile.prediction, prediction))
+    verdicts, pending = [], []
+    for name, reference, counts in entries:
+        verdict, item = _prepare(
+            name,
+            reference,
+            counts,
             policy=policy,
-            sample=samples.get(column),
-            reference_sample=profile.sample.get(column),
+            sample=samples.get(name),
+            reference_sample=profile.sample.get(name),
             reference_rows=rows,
         )
+        verdicts.append(verdict)
+        if item is not None:
+            pending.append(item)
+    _judge(pending, policy=policy)
+    prediction_verdict = verdicts.pop() if len(entries) > len(profile.features) else None
     judged = [v for v in verdicts if v.status != "insufficient_data"]
     drifted_names = [v.feature for v in judged if v.drift]
     share = len(drifted_names) / len(judged) if judged else 0.0
