@@ -358,6 +358,24 @@ def test_operator_runs_restricted_with_the_contract_env(tmp_path: Path) -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
 
 
+def test_env_is_exactly_what_the_operator_reads(tmp_path: Path) -> None:
+    from driftline_operator.settings import ENVIRONMENT, OperatorConfig
+
+    for name in ("default", "everything"):
+        env = env_of(operator_container(render(COMBINATIONS[name], tmp_path)))
+        driftline = {k for k in env if k.startswith("DRIFTLINE_")}
+        assert driftline <= set(ENVIRONMENT.values()), driftline - set(ENVIRONMENT.values())
+        optional = {"DRIFTLINE_OTLP_ENDPOINT"} if name == "default" else set()
+        assert set(ENVIRONMENT.values()) - optional <= driftline
+    # The values parse as the operator's settings (the cert dir is checked at start-up).
+    plain = {
+        k: v for k, v in env.items() if isinstance(v, str) and k != "DRIFTLINE_WEBHOOK_CERT_DIR"
+    }
+    config = OperatorConfig.from_env(plain)
+    assert (config.webhook_port, config.metrics_port) == (9443, 9100)
+    assert config.sidecar_image == "reg.local/sidecar:dev"
+
+
 def test_options_reach_the_operator(tmp_path: Path) -> None:
     manifests = render(COMBINATIONS["everything"], tmp_path)
     container = operator_container(manifests)
