@@ -1,0 +1,283 @@
+"""Run the operator for real against a Kubernetes API, for the integration tests.
+
+Two API servers, one test code path:
+- the emulator (`_apiserver.py`, kmock) in its own process: always available;
+- a real cluster when KUBECONFIG points at one whose context is meant for
+  tests (a kind cluster, or the context named by DRIFTLINE_TEST_CONTEXT).
+
+The operator runs as `python -m driftline_operator.main` with a kubeconfig,
+exactly as a developer runs it, and the tests talk to the same API through
+the official client. Nothing here waits a fixed time: every wait polls for a
+condition, with a generous deadline for a loaded machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kubernetes
+import yaml
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from driftline_operator.crd import GROUP, PLURAL, VERSION
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+DEADLINE = 90.0  # seconds; polling stops at the first success
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, probe: Callable[[], T | None], *, deadline: float = DEADLINE) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what`."""
+    end = time.monotonic() + deadline
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            last = probe()
+        except (ApiException, OSError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+# -- API servers ----------------------------------------------------------------------
+
+
+@dataclass
+class ApiServer:
+    kubeconfig: Path
+    namespace: str  # a namespace of its own for this test module
+    real: bool
+
+    def client(self) -> ApiClient:
+        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+
+
+def _write_kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+                "users": [{"name": "tester", "user": {"token": "emulator-ignores-it"}}],
+                "contexts": [
+                    {"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}
+                ],
+                "current-context": "emulator",
+            }
+        )
+    )
+    return path
+
+
+@contextlib.contextmanager
+def emulated_apiserver(tmp: Path) -> Iterator[ApiServer]:
+    with (tmp / "apiserver.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(HERE / "_apiserver.py")],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()  # printed once it serves
+        if not url.startswith("http"):
+            raise RuntimeError(
+                f"the API emulator did not start: {(tmp / 'apiserver.log').read_text()}"
+            )
+        yield ApiServer(_write_kubeconfig(tmp / "kubeconfig", url), namespace="ml", real=False)
+    finally:
+        _stop(process)
+
+
+def real_cluster_problem() -> str | None:
+    """Why the real-cluster variant cannot run here, or None when it can."""
+    path = os.environ.get("KUBECONFIG")
+    if not path:
+        return "KUBECONFIG is not set (no real cluster to run against)"
+    try:
+        _, active = kubernetes.config.list_kube_config_contexts(config_file=path)
+    except (kubernetes.config.ConfigException, OSError) as error:
+        return f"KUBECONFIG={path} is unusable: {error}"
+    context = active["name"]
+    wanted = os.environ.get("DRIFTLINE_TEST_CONTEXT")
+    if context != wanted and not context.startswith("kind-"):
+        return (
+            f"refusing to run against context {context!r}: use a kind cluster or set "
+            "DRIFTLINE_TEST_CONTEXT to the context meant for tests"
+        )
+    try:
+        CoreV1Api(kubernetes.config.new_client_from_config(config_file=path)).list_namespace(
+            limit=1, _request_timeout=10
+        )
+    except Exception as error:  # any failure means: skip, and say why
+        return f"the cluster of context {context!r} does not answer: {error}"
+    return None
+
+
+@contextlib.contextmanager
+def real_apiserver() -> Iterator[ApiServer]:
+    server = ApiServer(Path(os.environ["KUBECONFIG"]), f"driftline-it-{uuid.uuid4().hex[:6]}", True)
+    api = server.client()
+    crd = yaml.safe_load((ROOT / "crds" / f"{PLURAL}.{GROUP}.yaml").read_text())
+    with contextlib.suppress(ApiException):  # already installed (409)
+        kubernetes.client.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
+    CoreV1Api(api).create_namespace({"metadata": {"name": server.namespace}})
+    try:
+        yield server
+    finally:
+        CoreV1Api(api).delete_namespace(server.namespace)
+
+
+# -- the operator ---------------------------------------------------------------------
+
+
+@dataclass
+class Operator:
+    process: subprocess.Popen[Any]
+    log: Path
+    webhook_url: str
+    cafile: Path
+    metrics_url: str
+
+
+@contextlib.contextmanager
+def running_operator(
+    server: ApiServer, tmp: Path, *, cert_dir: Path, operator_namespace: str
+) -> Iterator[Operator]:
+    webhook_port, metrics_port, liveness_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(server.kubeconfig),
+        "DRIFTLINE_NAMESPACE": operator_namespace,
+        "DRIFTLINE_WEBHOOK_HOST": "127.0.0.1",
+        "DRIFTLINE_WEBHOOK_PORT": str(webhook_port),
+        "DRIFTLINE_WEBHOOK_CERT_DIR": str(cert_dir),
+        "DRIFTLINE_METRICS_PORT": str(metrics_port),
+        "DRIFTLINE_SIDECAR_IMAGE": "ghcr.io/driftline/sidecar:test",
+    }
+    log = tmp / "operator.log"
+    liveness = f"http://127.0.0.1:{liveness_port}/healthz"
+    command = [sys.executable, "-m", "driftline_operator.main", "--verbose"]
+    command += ["--namespace", server.namespace, "--liveness", liveness]
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    operator = Operator(
+        process=process,
+        log=log,
+        webhook_url=f"https://127.0.0.1:{webhook_port}",
+        cafile=cert_dir / "tls.crt",
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+    )
+    try:
+
+        def alive() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"the operator exited:\n{log.read_text()}")
+            with urllib.request.urlopen(liveness, timeout=5) as response:
+                return response.status == 200
+
+        wait_for("the operator's liveness probe", alive)
+        yield operator
+    finally:
+        _stop(process)
+
+
+# -- objects --------------------------------------------------------------------------
+
+
+def monitor(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelMonitor",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def create_monitor(api: ApiClient, namespace: str, body: dict[str, Any]) -> None:
+    CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def get_monitor(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        response = CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return json.loads(response.data)
+
+
+def ready_condition(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    conditions = ((body or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "Ready"), None)
+
+
+def wait_for_ready(
+    api: ApiClient, namespace: str, name: str, *, status: str, reason: str
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        body = get_monitor(api, namespace, name)
+        condition = ready_condition(body)
+        if condition and (condition["status"], condition["reason"]) == (status, reason):
+            return body
+        return None
+
+    return wait_for(f"ModelMonitor {namespace}/{name} Ready={status} ({reason})", probe)
+
+
+def events_for(api: ApiClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    response = CoreV1Api(api).list_namespaced_event(namespace, _preload_content=False)
+    items = json.loads(response.data).get("items") or []
+    return [e for e in items if (e.get("involvedObject") or {}).get("name") == name]
+
+
+def read_config_map(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        response = CoreV1Api(api).read_namespaced_config_map(
+            name, namespace, _preload_content=False
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return json.loads(response.data)
