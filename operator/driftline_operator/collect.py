@@ -53,6 +53,8 @@ class MetricsSource(Protocol):
 
     async def is_online(self) -> bool: ...
 
+    async def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class Window:
