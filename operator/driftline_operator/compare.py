@@ -25,7 +25,7 @@ from scipy import stats
 from driftline_operator.crd import Comparison, Slo, parse_duration, parse_ratio
 from driftline_operator.signals import error_count, histogram_quantile, request_count
 from driftline_operator.stats import jensen_shannon
-from driftline_sidecar.snapshot import Histogram, Snapshot
+from driftline_sidecar.snapshot import Histogram, ShadowCounts, Snapshot
 
 Verdict = Literal["ok", "fail", "insufficient_data"]
 
@@ -257,20 +257,6 @@ def judge_alone(
 
 
 # -- shadow --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ShadowCounts:
-    """What the sidecar counted comparing stable's and the shadow's answers."""
-
-    compared: int  # requests answered by both
-    agreed: int = 0  # classification: same predicted class
-    abs_difference_sum: float = 0.0  # regression: sum of |stable - shadow|
-    stable_errors: int = 0
-    shadow_errors: int = 0
-    mirrored: int = 0  # requests sent to the shadow (errors count here too)
-    stable_latency: Histogram = field(default_factory=Histogram)
-    shadow_latency: Histogram = field(default_factory=Histogram)
 
 
 def judge_shadow(

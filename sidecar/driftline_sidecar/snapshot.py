@@ -69,6 +69,22 @@ class CaptureCounts(_Model):
     missing_fields: int = 0
 
 
+class ShadowCounts(_Model):
+    """Stable's answers compared with the shadow's, for the mirrored requests
+    (the sidecar mirrors, compares and counts; the operator judges)."""
+
+    mirrored: int = 0  # requests sent to the shadow
+    dropped: int = 0  # not mirrored: the shadow concurrency bound was reached
+    compared: int = 0  # both answered 2xx with a readable prediction
+    agreed: int = 0  # classification: the same predicted class
+    abs_difference_sum: float = 0.0  # regression: sum of |stable - shadow|
+    rel_difference_sum: float = 0.0  # regression: sum of |stable - shadow| / |stable|
+    stable_errors: int = 0  # mirrored requests that stable answered with a 5xx
+    shadow_errors: int = 0  # the shadow answered 5xx, failed or timed out
+    stable_latency: Histogram = Field(default_factory=Histogram)
+    shadow_latency: Histogram = Field(default_factory=Histogram)
+
+
 class Snapshot(_Model):
     schema_version: Literal[1] = SNAPSHOT_SCHEMA_VERSION
     process: ProcessInfo
@@ -88,6 +104,7 @@ class Snapshot(_Model):
     features: dict[str, BinCounts] = Field(default_factory=dict)
     prediction: BinCounts | None = None  # the score, in the profile's prediction bins
     classes: dict[str, int] = Field(default_factory=dict)  # predicted labels (bounded)
+    shadow: ShadowCounts = Field(default_factory=ShadowCounts)  # zero unless mirroring
 
 
 def _combine(a: object, b: object, sign: int) -> object:

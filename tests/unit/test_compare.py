@@ -6,7 +6,6 @@ from scipy import stats
 from scipy.spatial import distance
 
 from driftline_operator.compare import (
-    ShadowCounts,
     compare,
     histogram_quantile,
     judge_alone,
@@ -15,7 +14,14 @@ from driftline_operator.compare import (
     two_proportion_p_value,
 )
 from driftline_operator.crd import Comparison, Slo
-from driftline_sidecar.snapshot import LATENCY_BUCKETS, BinCounts, Histogram, ProcessInfo, Snapshot
+from driftline_sidecar.snapshot import (
+    LATENCY_BUCKETS,
+    BinCounts,
+    Histogram,
+    ProcessInfo,
+    ShadowCounts,
+    Snapshot,
+)
 
 
 def histogram(latencies_s: list[float] | np.ndarray) -> Histogram:

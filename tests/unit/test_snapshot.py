@@ -2,7 +2,14 @@
 
 import pytest
 
-from driftline_sidecar.snapshot import BinCounts, ProcessInfo, Snapshot, delta, merge
+from driftline_sidecar.snapshot import (
+    LATENCY_BUCKETS,
+    BinCounts,
+    ProcessInfo,
+    Snapshot,
+    delta,
+    merge,
+)
 
 
 def snapshot(process_id: str, *, ok: int, bins: list[int], taken_at: float = 0.0) -> Snapshot:
@@ -54,3 +61,17 @@ def test_merge_refuses_counts_binned_against_different_profiles():
 
     with pytest.raises(ValueError, match="different reference profiles"):
         merge([one, two])
+
+
+def test_shadow_comparison_counts_add_and_subtract_like_the_rest():
+    earlier = snapshot("a", ok=1, bins=[0, 0, 0])
+    later = snapshot("a", ok=9, bins=[1, 1, 1])
+    later.shadow.mirrored, later.shadow.compared, later.shadow.agreed = 8, 7, 6
+    later.shadow.shadow_latency.counts[3] = 7
+
+    window = delta(later, earlier)
+    both = merge([window, window])
+
+    assert (both.shadow.mirrored, both.shadow.compared, both.shadow.agreed) == (16, 14, 12)
+    assert both.shadow.shadow_latency.counts[3] == 14
+    assert both.shadow.shadow_latency.bounds == list(LATENCY_BUCKETS)
