@@ -119,6 +119,14 @@ class BinnedBatch(_Model):
     out_of_range: int = 0  # numeric: outside the reference [min, max]; still binned
 
 
+# Large batches are counted edge by edge over cache-sized chunks: with the
+# few edges of a profile, k comparisons per value beat a binary search
+# (~500 M values/s against ~50 M/s for searchsorted + bincount).
+_CHUNK = 1 << 16
+_SEARCH_BELOW = 4096  # values: smaller batches take one searchsorted call
+_SEARCH_ABOVE = 32  # edges: more edges and the binary search wins again
+
+
 def bin_numeric(
     values: Sequence[Any] | np.ndarray,
     edges: Sequence[float] | np.ndarray,
@@ -128,16 +136,23 @@ def bin_numeric(
 ) -> BinnedBatch:
     """Bin a batch of numbers. None/NaN count as missing; values outside
     ``[low, high]`` count as out of range and still land in the end bins."""
-    array = np.asarray(values, dtype=np.float64)  # None becomes NaN
-    present = array[~np.isnan(array)]
-    index = np.searchsorted(np.asarray(edges, dtype=np.float64), present, side="right")
-    counts = np.bincount(index, minlength=len(edges) + 1)
-    out_of_range = int(np.count_nonzero((present < low) | (present > high)))
-    return BinnedBatch(
-        counts=counts.tolist(),
-        missing=int(array.size - present.size),
-        out_of_range=out_of_range,
-    )
+    array = np.asarray(values, dtype=np.float64).ravel()  # None becomes NaN
+    e = np.asarray(edges, dtype=np.float64)
+    missing = int(np.count_nonzero(np.isnan(array)))
+    if array.size < _SEARCH_BELOW or e.size > _SEARCH_ABOVE:
+        # NaN sorts after every edge: it lands in the top bin, taken out below.
+        counts = np.bincount(np.searchsorted(e, array, side="right"), minlength=e.size + 1)
+        counts[-1] -= missing
+    else:
+        at_or_above = np.zeros(e.size, dtype=np.int64)  # NaN compares False: not counted
+        for start in range(0, array.size, _CHUNK):
+            chunk = array[start : start + _CHUNK]
+            for i, edge in enumerate(e):
+                at_or_above[i] += np.count_nonzero(chunk >= edge)
+        present = array.size - missing
+        counts = -np.diff(np.concatenate(([present], at_or_above, [0])))
+    out_of_range = int(np.count_nonzero(array < low)) + int(np.count_nonzero(array > high))
+    return BinnedBatch(counts=counts.tolist(), missing=missing, out_of_range=out_of_range)
 
 
 def bin_categorical(values: Iterable[Any], categories: Sequence[str]) -> BinnedBatch:

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from driftline_sidecar.profile import bin_categorical, bin_numeric
 
@@ -70,3 +71,24 @@ def test_discrete_numeric_bins_one_value_each():
 
     assert batch.counts == [2, 1, 3]
     assert batch.out_of_range == 0
+
+
+@pytest.mark.parametrize("size", [10, 5_000, 300_000])
+@pytest.mark.parametrize("n_edges", [1, 9, 50])
+def test_every_binning_path_agrees_with_numpy_histogram(size, n_edges):
+    # Small batches and many edges take searchsorted, large ones the chunked
+    # comparisons; values sit exactly on edges, and NaN / inf are mixed in.
+    rng = np.random.default_rng(size + n_edges)
+    values = rng.integers(0, 60, size).astype(float)
+    values[::97] = np.nan
+    values[::101] = np.inf
+    values[::103] = -np.inf
+    edges = np.sort(rng.choice(np.arange(1.0, 60.0), n_edges, replace=False))
+
+    batch = bin_numeric(values, edges, low=5.0, high=50.0)
+
+    present = values[~np.isnan(values)]
+    expected, _ = np.histogram(present, bins=[-np.inf, *edges, np.inf])
+    assert batch.counts == expected.tolist()
+    assert batch.missing == size - present.size
+    assert batch.out_of_range == np.count_nonzero((present < 5.0) | (present > 50.0))
