@@ -73,9 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     configmap.set_defaults(handler=_configmap)
 
-    demo = commands.add_parser("demo", help="run the local demo (model, sidecar, traffic)")
-    demo.add_argument("args", nargs=argparse.REMAINDER, help="options passed to the demo")
-    demo.set_defaults(handler=_demo)
+    # Listed for --help only: main() hands "demo ..." to the demo's own parser.
+    commands.add_parser("demo", help="run the local demo (model, sidecar, traffic)", add_help=False)
     return parser
 
 
@@ -178,15 +177,21 @@ def _configmap(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(argv: list[str]) -> int:
     demo = importlib.import_module("driftline_operator.demo")  # heavy: only when asked for
-    return int(demo.main(args.args))
+    try:
+        return int(demo.main(argv))
+    except SystemExit as exit_:  # the demo's own --help or usage error
+        return exit_.code if isinstance(exit_.code, int) else USAGE_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["demo"]:
+        return _demo(arguments[1:])
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exit_:  # --help, or a usage error argparse already printed
         return exit_.code if isinstance(exit_.code, int) else USAGE_ERROR
     try:

@@ -291,3 +291,10 @@ def test_console_script_runs_in_a_subprocess(tmp_path):
     assert load_profile(str(tmp_path / "p.json")).features["a"].kind == "numeric"
     assert bad.returncode == 2
     assert bad.stderr == f"driftline: error: {tmp_path / 'nope.csv'}: no such file\n"
+
+
+def test_demo_is_handed_its_own_arguments(capsys):
+    assert main(["demo", "--help"]) == 0
+    assert "usage: driftline demo" in capsys.readouterr().out
+    assert main(["demo", "--requests", "many"]) == 2
+    assert "invalid int value: 'many'" in capsys.readouterr().err
