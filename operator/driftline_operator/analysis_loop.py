@@ -1,24 +1,28 @@
 """One ModelMonitor's analysis loop, without kopf: what the daemon runs each tick.
 
 A tick lists the selected pods, counts them, turns the injected, running
-ones into collection targets, hands those to the analysis, and merges what
-comes back into `.status`. The daemon in `handlers` owns the timing and posts
+ones into collection targets, hands those and the reference profile to the
+analysis (`monitor.MonitorRunner`), and merges what comes back into `.status`. The daemon in `handlers` owns the timing and posts
 the returned Events through kopf.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient
+from pydantic import ValidationError
 
 from driftline_operator import kube, status
 from driftline_operator.collect import PodTarget
-from driftline_operator.crd import ModelMonitorSpec
+from driftline_operator.crd import ModelMonitorSpec, PodCounts
 from driftline_operator.inject import is_injected, selects
+from driftline_operator.monitor import AnalysisOutcome, MonitorRunner
+from driftline_sidecar.profile import ReferenceProfile
 
 ROLE_LABEL = "driftline.io/role"  # canary / shadow pods carry it; the rest are stable
 
@@ -50,24 +54,99 @@ def pod_targets(pods: Iterable[Mapping[str, Any]], spec: ModelMonitorSpec) -> li
     return sorted(targets, key=lambda t: t.name)
 
 
+def status_patch(
+    *,
+    counts: PodCounts,
+    outcome: AnalysisOutcome,
+    conditions: Iterable[Mapping[str, Any]],
+    now: str,
+) -> dict[str, Any]:
+    """The analysis' status plus fresh pod counts, its conditions upserted into
+    the current ones (a merge patch replaces lists whole, so Ready must stay)."""
+    merged = [dict(c) for c in conditions]
+    for condition in outcome.conditions:
+        merged = status.upsert_condition(
+            merged,
+            type=condition["type"],
+            status=condition["status"],
+            reason=condition["reason"],
+            message=condition.get("message", ""),
+            now=now,
+        )
+    pods = counts.model_dump(by_alias=True)
+    pods["unreachable"] = (outcome.status.get("pods") or {}).get("unreachable", [])
+    return {**outcome.status, "pods": pods, "conditions": merged}
+
+
+def parse_reference(text: str) -> tuple[ReferenceProfile, str]:
+    """The profile and the sha256 of the document (what the sidecar hashes)."""
+    return ReferenceProfile.model_validate_json(text), hashlib.sha256(text.encode()).hexdigest()
+
+
 class AnalysisLoop:
-    """The state one monitor keeps between ticks (the previous collection lives
-    in the analysis runner it owns)."""
+    """What one monitor keeps between ticks: the runner (previous collection,
+    drift window, previous verdicts) and the last reference problem reported."""
 
     def __init__(
-        self, *, api: ApiClient, namespace: str, name: str, logger: logging.Logger | Any
+        self,
+        *,
+        api: ApiClient,
+        namespace: str,
+        name: str,
+        previous_status: Mapping[str, Any] | None,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         self._api = api
         self._namespace = namespace
         self._name = name
         self._logger = logger
+        self._runner = MonitorRunner(namespace, name, previous_status=previous_status)
+        self._reference_problem: str | None = None
 
     async def tick(self, *, spec: ModelMonitorSpec, body: Mapping[str, Any]) -> list[Event]:
         pods = await asyncio.to_thread(kube.list_pods, self._api, self._namespace, spec.selector)
         counts = status.pod_counts(pods, spec.selector)
-        patch: dict[str, Any] = {"pods": counts.model_dump(by_alias=True)}
         events: list[Event] = []
+        profile, sha = await self._reference(spec, events)
+        outcome = await self._runner.run(
+            spec=spec, pods=pod_targets(pods, spec), profile=profile, profile_sha=sha
+        )
+        current = (body.get("status") or {}).get("conditions") or []
+        patch = status_patch(
+            counts=counts, outcome=outcome, conditions=current, now=status.now_rfc3339()
+        )
         await asyncio.to_thread(
             kube.patch_monitor_status, self._api, self._namespace, self._name, patch
         )
-        return events
+        return events + outcome.events
+
+    async def _reference(
+        self, spec: ModelMonitorSpec, events: list[Event]
+    ) -> tuple[ReferenceProfile | None, str | None]:
+        if spec.reference is None:
+            return None, None
+        ref = spec.reference.config_map_ref
+        config_map = await asyncio.to_thread(
+            kube.read_config_map, self._api, self._namespace, ref.name
+        )
+        text = ((config_map or {}).get("data") or {}).get(ref.key)
+        problem: str | None = None
+        result: tuple[ReferenceProfile | None, str | None] = (None, None)
+        if text is None:
+            problem = f"ConfigMap {self._namespace}/{ref.name} key {ref.key!r} is gone"
+        else:
+            try:
+                result = parse_reference(text)
+            except ValidationError as error:
+                problem = (
+                    f"ConfigMap {self._namespace}/{ref.name} key {ref.key!r} is not a "
+                    f"reference profile: {error.error_count()} problems, first: "
+                    f"{error.errors()[0]['msg']}; rebuild it with `driftline profile build`"
+                )
+        if problem is not None and problem != self._reference_problem:
+            events.append(("Warning", "InvalidReference", f"spec.reference: {problem}"))
+        self._reference_problem = problem
+        return result
+
+    async def close(self) -> None:
+        await self._runner.close(forget=True)

@@ -182,18 +182,39 @@ async def analysis(
     A daemon rather than a timer: the interval is per monitor and may change,
     and the loop keeps the previous collection to difference the next one.
     """
-    loop = AnalysisLoop(api=memo.api, namespace=namespace, name=name, logger=logger)
-    while not stopped:
-        try:
-            spec = spec_from(dict(body))
-        except ValidationError:
-            await stopped.wait(INVALID_RECHECK_SECONDS)  # reconcile reports it
-            continue
-        if status.is_ready(body):
-            events = await loop.tick(spec=spec, body=dict(body))
-            for event_type, reason, message in events:
-                kopf.event(body, type=event_type, reason=reason, message=message)
-        await stopped.wait(parse_duration(spec.analysis.interval))
+    loop = AnalysisLoop(
+        api=memo.api,
+        namespace=namespace,
+        name=name,
+        previous_status=body.get("status"),
+        logger=logger,
+    )
+    try:
+        while not stopped:
+            try:
+                spec = spec_from(dict(body))
+            except ValidationError:
+                await stopped.wait(INVALID_RECHECK_SECONDS)  # reconcile reports it
+                continue
+            if status.is_ready(body):
+                await _analyse_once(loop, spec=spec, body=body, logger=logger)
+            await stopped.wait(parse_duration(spec.analysis.interval))
+    finally:
+        await loop.close()
+
+
+async def _analyse_once(
+    loop: AnalysisLoop, *, spec: ModelMonitorSpec, body: kopf.Body, logger: kopf.Logger
+) -> None:
+    """One tick; a failure is logged and the next tick tries again with the
+    loop's state intact (a daemon restart would forget the previous collection)."""
+    try:
+        events = await loop.tick(spec=spec, body=dict(body))
+    except Exception:
+        logger.exception("Analysis failed; retrying at the next interval.")
+        return
+    for event_type, reason, message in events:
+        kopf.event(body, type=event_type, reason=reason, message=message)
 
 
 # -- Pods: the admission webhook ---------------------------------------------------
