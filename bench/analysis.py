@@ -22,9 +22,6 @@ from typing import TypeVar
 
 import numpy as np
 
-import driftline_operator.analysis as analysis_module
-import driftline_operator.collect as collect_module
-import driftline_sidecar.snapshot as snapshot_module
 from driftline_operator.analysis import Analysis, DriftWindow, Memory, analyze
 from driftline_operator.collect import Collection, PodTarget, Window, WindowTracker
 from driftline_operator.crd import ModelMonitorSpec
@@ -152,79 +149,6 @@ def cpu_ms(work: Callable[[], T]) -> tuple[float, T]:
     return (time.process_time() - start) * 1000, result
 
 
-# -- a proposal for driftline_sidecar.snapshot (lead-owned) ----------------------
-
-
-def _zero_like(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _zero_like(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_zero_like(v) for v in value]
-    if isinstance(value, int | float):
-        return type(value)(0)
-    return value
-
-
-def proposed_combine(a: object, b: object, sign: int) -> object:
-    """snapshot._combine, same results: zeros built only for a missing key (the
-    current one builds ``_zero_like`` of both sides for every key, eagerly), and
-    a list of ints added in one comprehension."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return {
-            k: proposed_combine(
-                a[k] if k in a else _zero_like(b[k]), b[k] if k in b else _zero_like(a[k]), sign
-            )
-            for k in a.keys() | b.keys()
-        }
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            raise ValueError(f"cannot combine counts of different lengths ({len(a)} and {len(b)})")
-        if all(type(x) is int for x in a) and all(type(y) is int for y in b):
-            return [x + sign * y for x, y in zip(a, b, strict=True)]
-        return [proposed_combine(x, y, sign) for x, y in zip(a, b, strict=True)]
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a + sign * b
-    return a
-
-
-def proposed_merge(windows: list[Snapshot]) -> Snapshot:
-    """snapshot.merge, same results: add the plain counts of all windows, then
-    validate once (the current one dumps and validates a Snapshot per window)."""
-    if not windows:
-        raise ValueError("merge needs at least one window")
-    counts = snapshot_module._counts_only(windows[0])
-    for window in windows[1:]:
-        if window.profile_sha256 != windows[0].profile_sha256:
-            raise ValueError("cannot merge counts binned against different reference profiles")
-        counts = proposed_combine(counts, snapshot_module._counts_only(window), +1)  # type: ignore[assignment]
-    return snapshot_module._with_counts(windows[0], counts)
-
-
-def check_proposal(features: int) -> None:
-    """The proposal gives the very same windows as the current code."""
-    fleet = Fleet(3, features, seed=5)
-    fleet.advance()
-    before = dict(fleet.current)
-    fleet.advance()
-    after = fleet.current
-    pods = list(after)
-    deltas = [snapshot_module.delta(after[p], before[p]) for p in pods]
-    assert snapshot_module.merge(deltas) == proposed_merge(deltas)
-    current = snapshot_module._combine
-    snapshot_module._combine = proposed_combine
-    try:
-        assert [snapshot_module.delta(after[p], before[p]) for p in pods] == deltas
-    finally:
-        snapshot_module._combine = current
-
-
-def use_proposed_arithmetic() -> None:
-    """Swap the proposal in (bench only), where each module bound the names."""
-    snapshot_module._combine = proposed_combine
-    for module in (snapshot_module, collect_module, analysis_module):
-        module.merge = proposed_merge  # type: ignore[attr-defined]
-
-
 # -- the benchmark ---------------------------------------------------------------
 
 
@@ -290,15 +214,7 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=20)
     parser.add_argument("--features", type=int, default=50)
     parser.add_argument("--intervals", type=int, default=25)
-    parser.add_argument(
-        "--proposed-arithmetic",
-        action="store_true",
-        help="run with the proposed snapshot._combine and merge (see above)",
-    )
     args = parser.parse_args()
-    if args.proposed_arithmetic:
-        check_proposal(args.features)
-        use_proposed_arithmetic()
     bench = Bench(args.pods, args.features)
     for _ in range(20):  # fill the 10-minute drift window first: 20 x 30s
         bench.interval()
@@ -307,11 +223,10 @@ def main() -> None:
 
     assert bench.last is not None
     drift = bench.last.status.drift
-    arithmetic = "proposed" if args.proposed_arithmetic else "current"
     print(
         f"one ModelMonitor, {args.pods} pods x {args.features} numeric features ({BINS} bins) "
         f"+ prediction score, {int(RATE * INTERVAL)} requests/pod/interval, drift window "
-        f"{bench.ring.covered:.0f}s, {arithmetic} snapshot arithmetic; "
+        f"{bench.ring.covered:.0f}s; "
         f"median CPU ms per interval over {args.intervals} intervals"
     )
     print(f"  (last verdict: drift {drift.status}, {drift.drifted} drifted features)")

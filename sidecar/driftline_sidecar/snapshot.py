@@ -108,13 +108,18 @@ class Snapshot(_Model):
 
 
 def _combine(a: object, b: object, sign: int) -> object:
-    """a + sign*b over the numeric leaves of two JSON-shaped values."""
+    """a + sign*b over the numeric leaves of two JSON-shaped values; a key on
+    one side only counts as zero on the other."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return {k: _combine(a.get(k, _zero_like(b.get(k))), b.get(k, _zero_like(a.get(k))), sign)
-                for k in a.keys() | b.keys()}  # fmt: skip
+        return {
+            k: _combine(a[k] if k in a else _zero_like(b[k]), b[k] if k in b else _zero_like(a[k]), sign)
+            for k in a.keys() | b.keys()
+        }  # fmt: skip
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             raise ValueError(f"cannot combine counts of different lengths ({len(a)} and {len(b)})")
+        if all(type(x) is int for x in a) and all(type(y) is int for y in b):
+            return [x + sign * y for x, y in zip(a, b, strict=True)]  # bin counts: the hot case
         return [_combine(x, y, sign) for x, y in zip(a, b, strict=True)]
     if isinstance(a, int | float) and isinstance(b, int | float):
         return a + sign * b
@@ -171,9 +176,10 @@ def merge(windows: list[Snapshot]) -> Snapshot:
     """Add windows of several pods (same model, role and profile) into one."""
     if not windows:
         raise ValueError("merge needs at least one window")
-    total = windows[0]
+    first = windows[0]
+    counts = _counts_only(first)
     for window in windows[1:]:
-        if window.profile_sha256 != total.profile_sha256:
+        if window.profile_sha256 != first.profile_sha256:
             raise ValueError("cannot merge counts binned against different reference profiles")
-        total = _with_counts(total, _combine(_counts_only(total), _counts_only(window), +1))
-    return total
+        counts = _combine(counts, _counts_only(window), +1)  # type: ignore[assignment]
+    return _with_counts(first, counts)
