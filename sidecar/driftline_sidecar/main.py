@@ -12,11 +12,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import uvicorn
 import uvloop
@@ -26,7 +27,7 @@ from yarl import URL
 
 from driftline_sidecar.admin import AdminState, create_admin_app
 from driftline_sidecar.capture import CaptureWorker
-from driftline_sidecar.config import ModelConfig, SidecarConfig, load_config
+from driftline_sidecar.config import ModelConfig, Role, SidecarConfig, load_config
 from driftline_sidecar.counts import Layout, build_layout, file_sha256, new_process_info
 from driftline_sidecar.metrics import SCORE_BUCKETS, SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog
@@ -38,6 +39,11 @@ log = logging.getLogger("driftline_sidecar")
 
 # Longest a shutdown waits for the capture queue and the log to flush.
 FLUSH_TIMEOUT_SECONDS = 10.0
+# Set by the injected pod from its labels (driftline_operator.render); an empty
+# value (the label is absent) leaves the config's value.
+VERSION_ENV = "DRIFTLINE_MODEL_VERSION"
+ROLE_ENV = "DRIFTLINE_ROLE"
+ROLE_LABEL = "driftline.io/role"
 
 
 class ConfigError(Exception):
@@ -58,7 +64,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> SidecarConfig:
+def build_config(args: argparse.Namespace, *, env: Mapping[str, str] = os.environ) -> SidecarConfig:
+    """The config file (or ``--model-name``), then the pod's env, then the flags."""
     if args.config is None and not args.model_name:
         raise ConfigError("give --config FILE, or --model-name NAME to run without a config file")
     try:
@@ -79,6 +86,7 @@ def build_config(args: argparse.Namespace) -> SidecarConfig:
         document.update(overrides)
         if args.model_name:
             document["model"]["name"] = args.model_name
+        _apply_pod_env(document["model"], env)
         config = SidecarConfig.model_validate(document)
         for address in (config.listen, config.admin):
             split_address(address)
@@ -97,6 +105,21 @@ def build_config(args: argparse.Namespace) -> SidecarConfig:
     return config
 
 
+def _apply_pod_env(model: dict[str, Any], env: Mapping[str, str]) -> None:
+    version = env.get(VERSION_ENV, "").strip()
+    if version:
+        model["version"] = version
+    role = env.get(ROLE_ENV, "").strip()
+    if role:
+        roles = get_args(Role)
+        if role not in roles:
+            raise ConfigError(
+                f"{ROLE_ENV}={role!r} (from the pod label {ROLE_LABEL}): expected one of "
+                f"{', '.join(roles)}; fix the label on the pod template"
+            )
+        model["role"] = role
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
@@ -107,7 +130,13 @@ def split_address(address: str) -> tuple[str, int]:
 def load_layout(config: SidecarConfig) -> Layout:
     profile: ReferenceProfile | None = None
     sha = ""
-    if config.profile_path:
+    if config.profile_path and not Path(config.profile_path).exists():
+        # The ConfigMap key is optional in the pod: no profile built yet.
+        log.warning(
+            "profile_path %s does not exist: binning with the config's fixed bins",
+            config.profile_path,
+        )
+    elif config.profile_path:
         try:
             profile = load_profile(config.profile_path)
             sha = file_sha256(config.profile_path)

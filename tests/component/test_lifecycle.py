@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import yaml
 
+from driftline_sidecar.main import build_config, parse_args
 from driftline_sidecar.predlog import hash_value
 from tests.component.conftest import wait_until
 
@@ -21,9 +23,16 @@ if TYPE_CHECKING:
     from tests.component.conftest import ModelServer, Sidecar
 
 
-def run_sidecar(*args: str) -> subprocess.CompletedProcess[str]:
+def run_sidecar(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "driftline_sidecar.main", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_invalid_config_exits_2_with_a_clear_message(tmp_path: Path) -> None:
@@ -41,6 +50,54 @@ def test_invalid_config_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     result = run_sidecar("--model-name", "m", "--listen", "nonsense")
     assert result.returncode == 2
     assert "nonsense" in result.stderr and "HOST:PORT" in result.stderr
+
+
+def test_pod_env_sets_version_and_role(
+    model: ModelServer, sidecar_factory: Callable[..., Sidecar]
+) -> None:
+    env = {"DRIFTLINE_MODEL_VERSION": "2.3", "DRIFTLINE_ROLE": "canary"}
+    sidecar = sidecar_factory(model.url, env=env)  # the config says v1, stable
+    httpx.post(sidecar.proxy + "/predict", json={"f0": 1}, timeout=10)
+    snapshot = sidecar.snapshot()
+    assert (snapshot["version"], snapshot["role"]) == ("2.3", "canary")
+    assert 'version="2.3"' in sidecar.metrics() and 'role="canary"' in sidecar.metrics()
+
+
+def test_empty_pod_env_keeps_the_config(tmp_path: Path) -> None:
+    # A pod without the labels gets empty values from the downward API.
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": "m", "version": "v1", "role": "shadow"}}))
+    args = parse_args(["--config", str(path)])
+    config = build_config(args, env={"DRIFTLINE_MODEL_VERSION": "", "DRIFTLINE_ROLE": ""})
+    assert (config.model.version, config.model.role) == ("v1", "shadow")
+    config = build_config(args, env={"DRIFTLINE_ROLE": "stable"})
+    assert (config.model.version, config.model.role) == ("v1", "stable")
+
+
+def test_invalid_pod_role_is_a_config_error_naming_the_label() -> None:
+    result = run_sidecar("--model-name", "m", env={"DRIFTLINE_ROLE": "blue"})
+    assert result.returncode == 2
+    assert "driftline.io/role" in result.stderr and "'blue'" in result.stderr
+    assert "canary" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_absent_profile_file_starts_with_the_fixed_bins(
+    model: ModelServer, sidecar_factory: Callable[..., Sidecar], tmp_path: Path
+) -> None:
+    absent = tmp_path / "profile" / "reference.json"  # the optional ConfigMap key is missing
+    features = [{"name": "f0", "bins": [0.0, 10.0]}]
+    sidecar = sidecar_factory(
+        model.url,
+        profile_path=str(absent),
+        model={"name": "fraud", "protocol": "json", "features": features},
+    )
+    assert httpx.get(sidecar.admin + "/readyz", timeout=10).status_code == 200
+    httpx.post(sidecar.proxy + "/echo/predict", json={"f0": 5.0}, timeout=10)
+    snapshot = sidecar.wait_records(lambda s: s["capture"]["records"] == 1)
+    assert snapshot["profile_sha256"] == ""
+    assert snapshot["features"]["f0"]["counts"] == [0, 1, 0]
+    log = sidecar.log.read_text()
+    assert "WARNING" in log and str(absent) in log and "fixed bins" in log
 
 
 def test_config_api_needs_the_token(

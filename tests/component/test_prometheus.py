@@ -68,6 +68,8 @@ def test_prometheus_scrapes_the_request_count(
             response = httpx.get(
                 f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=5
             )
+            if response.status_code != 200:
+                return False  # 503 "Service Unavailable" (plain text) while the TSDB starts
             result[:] = response.json()["data"]["result"]
             return bool(result)
 
