@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 
 import kopf
-import prometheus_client
 
+from driftline_operator import opmetrics
 from driftline_operator.settings import OperatorConfig, SettingsError
 
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
@@ -62,18 +62,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start_metrics(port: int) -> None:
-    """Serve the operator's own metrics (`opmetrics`' registry once it exists)."""
-    try:
-        opmetrics = importlib.import_module("driftline_operator.opmetrics")
-    except ModuleNotFoundError as error:
-        if error.name != "driftline_operator.opmetrics":
-            raise
-        prometheus_client.start_http_server(port)
-    else:
-        opmetrics.serve(port)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -84,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     kopf.configure(verbose=args.verbose, debug=args.debug)
     logging.getLogger("driftline_operator").setLevel(logging.DEBUG if args.debug else logging.INFO)
-    _start_metrics(config.metrics_port)
+    opmetrics.serve(config.metrics_port)  # the operator's own /metrics
     importlib.import_module("driftline_operator.handlers")  # registers the handlers with kopf
 
     kopf.run(

@@ -158,3 +158,10 @@ def test_the_daemon_collects_real_sidecars_into_status(
     assert status["phase"] not in ("Pending", "Invalid")
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"  # the analysis' conditions did not replace Ready
+
+    # The operator's own /metrics carry the monitor's window and its collection errors.
+    metrics = httpx.get(operator.metrics_url, timeout=10).text
+    series = [line for line in metrics.splitlines() if 'monitor="live"' in line]
+    assert any(line.startswith("driftline_operator_window_requests") for line in series)
+    errors = [line for line in series if line.startswith("driftline_operator_collection_errors")]
+    assert errors and float(errors[0].rsplit(" ", 1)[1]) >= 1  # live-1 never answers

@@ -1,7 +1,10 @@
 """Operator settings from DRIFTLINE_* variables, and the webhook's self-signed certificate."""
 
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -104,3 +107,17 @@ def test_a_client_verifies_the_server_with_the_certificate_alone(tmp_path: Path)
                 assert tls.recv(2) == b"ok"
         finally:
             thread.join(timeout=30)
+
+
+def test_the_operator_refuses_bad_settings_with_the_variable_named():
+    result = subprocess.run(
+        [sys.executable, "-m", "driftline_operator.main"],
+        env={**os.environ, "DRIFTLINE_WEBHOOK_PORT": "https"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "DRIFTLINE_WEBHOOK_PORT='https'" in result.stderr
+    assert "Traceback" not in result.stderr
