@@ -48,12 +48,12 @@ kind-install:
 		--set sidecar.image.tag=$(IMAGE_TAG) \
 		--wait --timeout 5m
 
-# kubectl applies the ModelMonitor (a custom resource) after the Deployment, so
-# the first pods may be created before the operator knows them; a restart
-# recreates them through the webhook with the sidecar.
+# The reference and the ModelMonitor first: once the monitor is Ready the
+# webhook knows it, so the model's pods get the sidecar as they are created.
 kind-example:
+	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f examples/fraud/reference-configmap.yaml -f examples/fraud/modelmonitor.yaml
+	$(KUBECTL) --context $(KUBE_CONTEXT) wait --for=condition=Ready modelmonitor/fraud --timeout 120s
 	$(KUBECTL) --context $(KUBE_CONTEXT) apply -k examples/fraud
-	$(KUBECTL) --context $(KUBE_CONTEXT) rollout restart deployment/fraud-v1
 	$(KUBECTL) --context $(KUBE_CONTEXT) rollout status deployment/fraud-v1 --timeout 180s
 	$(KUBECTL) --context $(KUBE_CONTEXT) get modelmonitors,pods -l app=fraud -o wide
 

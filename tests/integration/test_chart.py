@@ -222,7 +222,6 @@ def test_webhook_reaches_the_operator_through_the_service(
     container = operator_container(manifests)
     container_port = next(p for p in container["ports"] if p["name"] == port["targetPort"])
     assert str(container_port["containerPort"]) == env_of(container)["DRIFTLINE_WEBHOOK_PORT"]
-    assert target["path"] == "/inject-sidecar"
     # The pods Service selects are the operator's.
     labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
@@ -374,6 +373,28 @@ def test_env_is_exactly_what_the_operator_reads(tmp_path: Path) -> None:
     config = OperatorConfig.from_env(plain)
     assert (config.webhook_port, config.metrics_port) == (9443, 9100)
     assert config.sidecar_image == "reg.local/sidecar:dev"
+
+
+@pytest.mark.parametrize("name", ["default", "namespaced", "everything"])
+def test_driftline_operator_accepts_the_args(name: str, tmp_path: Path) -> None:
+    from driftline_operator.main import _parser
+
+    args = operator_container(render(COMBINATIONS[name], tmp_path))["args"]
+    parsed = _parser().parse_args(args)
+    assert parsed.peering is None, "one replica runs standalone"
+    assert parsed.liveness == "http://0.0.0.0:8080/healthz"
+    assert parsed.namespace == COMBINATIONS[name].get("watchNamespaces", [])
+    assert parsed.debug is (name == "everything")
+
+
+def test_webhook_path_is_where_kopf_serves_the_injection_handler(tmp_path: Path) -> None:
+    # In a child process: importing the handlers registers them with kopf.
+    served = subprocess.run(
+        [sys.executable, "-c", "from driftline_operator.handlers import WEBHOOK_PATH; print(WEBHOOK_PATH)"],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout.strip()  # fmt: skip
+    (hook,) = only(render({}, tmp_path), "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["clientConfig"]["service"]["path"] == served
 
 
 def test_options_reach_the_operator(tmp_path: Path) -> None:
