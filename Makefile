@@ -14,3 +14,6 @@ demo: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
+
+# A local cluster with kind (machines with Docker): see mk/kind.mk.
+include mk/kind.mk
