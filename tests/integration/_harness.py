@@ -143,11 +143,17 @@ def real_cluster_problem() -> str | None:
             "DRIFTLINE_TEST_CONTEXT to the context meant for tests"
         )
     try:
-        CoreV1Api(kubernetes.config.new_client_from_config(config_file=path)).list_namespace(
-            limit=1, _request_timeout=10
+        api = kubernetes.config.new_client_from_config(config_file=path)
+        CoreV1Api(api).list_namespace(limit=1, _request_timeout=10)
+        installed = kubernetes.client.AppsV1Api(api).list_deployment_for_all_namespaces(
+            label_selector="app.kubernetes.io/name=driftline", _request_timeout=10
         )
     except Exception as error:  # any failure means: skip, and say why
         return f"the cluster of context {context!r} does not answer: {error}"
+    if installed.items:
+        # It would reconcile the test's ModelMonitors too, racing the operator under test.
+        where = ", ".join(f"{d.metadata.namespace}/{d.metadata.name}" for d in installed.items)
+        return f"a Driftline operator is installed ({where}); use a cluster without it"
     return None
 
 

@@ -28,10 +28,13 @@ from _harness import (
     create_monitor,
     emulated_apiserver,
     monitor,
+    real_apiserver,
+    real_cluster_problem,
     running_operator,
     wait_for,
     wait_for_ready,
 )
+from kubernetes.client import AdmissionregistrationV1Api, CoreV1Api
 
 from driftline_operator.handlers import WEBHOOK_PATH
 from driftline_operator.tls import write_self_signed
@@ -258,3 +261,92 @@ def test_an_injection_error_admits_the_pod_with_a_warning(operator: Operator):
     assert "patch" not in answer
     [warning] = answer["warnings"]
     assert "no container port 'grpc' (spec.model.port)" in warning
+
+
+# -- through a real apiserver -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, Operator]]:
+    problem = real_cluster_problem()
+    if problem:
+        pytest.skip(problem)
+    tmp = tmp_path_factory.mktemp("cluster-operator")
+    write_self_signed(tmp / "tls")
+    with (
+        real_apiserver() as server,
+        running_operator(
+            server, tmp, cert_dir=tmp / "tls", operator_namespace="driftline-system"
+        ) as running,
+    ):
+        api = server.client()
+        create_monitor(api, server.namespace, monitor("fraud", spec("fraud", "http")))
+        wait_for_ready(api, server.namespace, "fraud", status="True", reason="SidecarConfigured")
+        wait_for(
+            "the webhook to know ModelMonitor fraud",
+            lambda: (
+                "patch"
+                in call(
+                    running,
+                    review(pod("fraud", namespace=server.namespace), namespace=server.namespace),
+                )
+            ),
+        )
+        yield server, running
+
+
+@pytest.mark.k8s
+def test_the_apiserver_injects_through_the_webhook(cluster: tuple[ApiServer, Operator]):
+    server, running = cluster
+    api = server.client()
+    core = CoreV1Api(api)
+    # Only this test's namespace goes through the webhook (no metadata.name label before 1.21).
+    core.patch_namespace(server.namespace, {"metadata": {"labels": {"driftline.io/test": "yes"}}})
+    configuration = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": f"driftline-{server.namespace}"},
+        "webhooks": [
+            {
+                # What the chart installs: Ignore, a short timeout, never the operator's namespace.
+                "name": "inject-sidecar.driftline.io",
+                "clientConfig": {
+                    "url": running.webhook_url + WEBHOOK_PATH,
+                    "caBundle": base64.b64encode(running.cafile.read_bytes()).decode(),
+                },
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                    }
+                ],
+                "namespaceSelector": {"matchLabels": {"driftline.io/test": "yes"}},
+                "failurePolicy": "Ignore",
+                "sideEffects": "None",
+                "timeoutSeconds": 5,
+                "admissionReviewVersions": ["v1"],
+            }
+        ],
+    }
+    registration = AdmissionregistrationV1Api(api)
+    registration.create_mutating_webhook_configuration(configuration)
+    try:
+        created = core.create_namespaced_pod(
+            server.namespace, pod("fraud", name=None, namespace=None), _preload_content=False
+        )
+        result = json.loads(created.data)
+        assert "driftline-sidecar" in [c["name"] for c in result["spec"]["containers"]]
+        assert result["metadata"]["annotations"]["driftline.io/injected"] == "true"
+
+        untouched = json.loads(
+            core.create_namespaced_pod(
+                server.namespace,
+                pod("unmonitored", name="plain", namespace=None),
+                _preload_content=False,
+            ).data
+        )
+        assert [c["name"] for c in untouched["spec"]["containers"]] == ["model"]
+    finally:
+        registration.delete_mutating_webhook_configuration(configuration["metadata"]["name"])
