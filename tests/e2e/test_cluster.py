@@ -48,6 +48,13 @@ def _cluster_problem() -> str | None:
         kubernetes.client.ApiextensionsV1Api(api).read_custom_resource_definition(
             f"{PLURAL}.{GROUP}", _request_timeout=10
         )
+        operators = kubernetes.client.AppsV1Api(api).list_deployment_for_all_namespaces(
+            label_selector="app.kubernetes.io/name=driftline", _request_timeout=10
+        )
+        if not operators.items:
+            return "no Driftline operator is installed in this cluster (make kind-up installs it)"
+        if not CoreV1Api(api).list_node(_request_timeout=10).items:
+            return "the cluster has no nodes, so no pod can run (a bare control plane)"
     except kubernetes.client.exceptions.ApiException as error:
         if error.status == 404:
             return "Driftline is not installed in this cluster (make kind-up installs it)"
