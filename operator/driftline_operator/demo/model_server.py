@@ -16,7 +16,11 @@ and, for pass-through tests: ``/echo/...`` (any method; returns the body and,
 in ``x-echo-request``, the method, path, query and headers it received),
 ``/stream?chunks=N&size=B&delay_ms=D`` (a chunked response), ``/sleep?seconds=S``
 and ``/healthz``. ``--latency-ms`` and ``--error-rate`` (or ``DEMO_LATENCY_MS``,
-``DEMO_ERROR_RATE``) slow down or fail prediction calls.
+``DEMO_ERROR_RATE``) slow down or fail prediction calls; ``POST /control``
+``{"latency_ms": .., "error_rate": ..}`` changes them while the server runs
+(the rollout benchmark breaks a canary at a known instant this way), and
+``GET /control`` reads them. ``--weights FILE`` serves weights trained
+elsewhere (JSON ``{"weights": [...], "bias": b}``) instead of seeded ones.
 
 Run: ``python -m driftline_operator.demo.model_server --port 8081``
 """
@@ -53,6 +57,24 @@ class Classifier:
         self.weights = rng.normal(0.0, 1.0, n_features)
         self.bias = float(rng.normal(0.0, 0.1))
 
+    @classmethod
+    def from_file(cls, path: str) -> Classifier:
+        """Weights trained elsewhere: JSON ``{"weights": [w0, ...], "bias": b}``."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                document = json.load(f)
+            weights = np.asarray(document["weights"], dtype=np.float64)
+            bias = float(document["bias"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SystemExit(
+                f"--weights {path}: {error}; expected JSON {{'weights': [...], 'bias': b}}"
+            ) from None
+        if weights.ndim != 1 or weights.size == 0:
+            raise SystemExit(f"--weights {path}: 'weights' must be a non-empty list of numbers")
+        model = cls(n_features=weights.size)
+        model.weights, model.bias = weights, bias
+        return model
+
     def probability(self, rows: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(rows @ self.weights + self.bias)))
 
@@ -82,6 +104,19 @@ class ModelServer:
         self.latency = latency_ms / 1000.0
         self.error_rate = error_rate
 
+    def faults(self) -> dict[str, float]:
+        return {"latency_ms": self.latency * 1000.0, "error_rate": self.error_rate}
+
+    def set_faults(self, document: Any) -> None:
+        """Apply ``{"latency_ms": .., "error_rate": ..}`` (either may be absent)."""
+        if not isinstance(document, dict) or not document.keys() <= {"latency_ms", "error_rate"}:
+            raise ValueError("expected an object with latency_ms and/or error_rate")
+        latency = float(document.get("latency_ms", self.latency * 1000.0))
+        error_rate = float(document.get("error_rate", self.error_rate))
+        if latency < 0 or not 0.0 <= error_rate <= 1.0:
+            raise ValueError("latency_ms must be >= 0 and error_rate in 0..1")
+        self.latency, self.error_rate = latency / 1000.0, error_rate
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
@@ -97,6 +132,8 @@ class ModelServer:
             await _json(send, 200, {"slept": True})
         elif path == "/healthz":
             await _json(send, 200, {"status": "ok"})
+        elif path == "/control":
+            await self._control(scope["method"], body, send)
         elif scope["method"] != "POST":
             await _json(send, 405, {"error": "use POST"})
         else:
@@ -123,6 +160,18 @@ class ModelServer:
             await _json(send, 400, {"error": f"bad request: {error}"})
             return
         await _json(send, 200, answer)
+
+    async def _control(self, method: str, body: bytes, send: Send) -> None:
+        if method == "POST":
+            try:
+                self.set_faults(json.loads(body))
+            except (ValueError, TypeError) as error:
+                await _json(send, 400, {"error": f"bad control request: {error}"})
+                return
+        elif method != "GET":
+            await _json(send, 405, {"error": "use GET or POST"})
+            return
+        await _json(send, 200, self.faults())
 
     def _kserve(self, document: dict[str, Any]) -> dict[str, Any]:
         rows = document.get("instances", document.get("inputs"))
@@ -208,6 +257,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--features", type=int, default=4, help="number of numeric features")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--weights", help="JSON file of trained weights (overrides --seed)")
     parser.add_argument(
         "--latency-ms", type=float, default=float(os.environ.get("DEMO_LATENCY_MS", "0"))
     )
@@ -221,8 +271,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not 0.0 <= args.error_rate <= 1.0:
         raise SystemExit(f"--error-rate {args.error_rate}: expected a fraction between 0 and 1")
+    if args.weights:
+        model = Classifier.from_file(args.weights)
+        if len(model.feature_names) != args.features:
+            raise SystemExit(
+                f"--weights {args.weights} has {len(model.feature_names)} weights but "
+                f"--features is {args.features}; give --features {len(model.feature_names)}"
+            )
+    else:
+        model = Classifier(n_features=args.features, seed=args.seed)
     app = ModelServer(
-        model=Classifier(n_features=args.features, seed=args.seed),
+        model=model,
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
     )

@@ -105,8 +105,18 @@ async def _push_one(
     session: aiohttp.ClientSession, pod: Obj, target: RouteTarget, routing: dict[str, Any]
 ) -> str | None:
     """None on success, else what went wrong."""
-    url = f"http://{_host(pod)}:{_admin_port(pod, target.admin_port)}/v1/config"
-    headers = {"Authorization": f"Bearer {target.admin_token}"}
+    admin = f"http://{_host(pod)}:{_admin_port(pod, target.admin_port)}"
+    return await push_routing(session, admin, token=str(target.admin_token), routing=routing)
+
+
+async def push_routing(
+    session: aiohttp.ClientSession, admin: str, *, token: str, routing: dict[str, Any]
+) -> str | None:
+    """Merge `routing` into one running sidecar's config through its admin API
+    (`admin` is its base URL); None on success, else what went wrong. The
+    HTTP half of `set_weight`, used alone where there is no cluster (the demo)."""
+    url = f"{admin}/v1/config"
+    headers = {"Authorization": f"Bearer {token}"}
     try:
         async with session.get(url) as response:
             if response.status != 200:
