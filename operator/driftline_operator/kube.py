@@ -105,10 +105,24 @@ def list_pods(api: ApiClient, namespace: str, selector: LabelSelector) -> list[d
     return list(_json(response).get("items") or [])
 
 
+def _drop_empty_strings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_empty_strings(v) for k, v in value.items() if v != ""}
+    if isinstance(value, list):
+        return [_drop_empty_strings(v) for v in value]
+    return value
+
+
 def patch_monitor_status(
     api: ApiClient, namespace: str, name: str, status: dict[str, Any]
 ) -> dict[str, Any]:
-    """Merge `status` into the ModelMonitor's status subresource."""
+    """Merge `status` into the ModelMonitor's status subresource.
+
+    Empty strings are left out: a real apiserver (seen on v1.20) turns "" in a
+    merge patch of a custom resource into null, which the CRD's string schema
+    then refuses; an absent optional field means the same.
+    """
+    status = _drop_empty_strings(status)
     return _json(
         CustomObjectsApi(api).patch_namespaced_custom_object_status(
             GROUP,

@@ -4,8 +4,8 @@ The pod exists only in the API emulator, but its status points at loopback,
 where the sidecar runs with the very config the operator rendered into the
 ConfigMap. A second injected pod points at an address where nothing listens.
 The daemon must collect the first, report the second as unreachable, and
-write the window into `.status`. Emulator only: against a remote cluster a
-locally run operator cannot reach pod IPs.
+write the window into `.status`. The `k8s` variant runs the same on a bare
+local control plane (../shared/k8s), where pod IPs on loopback are reachable.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from _harness import (
     get_monitor,
     monitor,
     read_config_map,
+    real_apiserver,
+    real_cluster_problem,
     running_operator,
     wait_for,
     wait_for_ready,
@@ -40,13 +42,21 @@ from driftline_operator.tls import write_self_signed
 
 pytestmark = pytest.mark.timeout(300)
 
-NS = "ml"
 ADMIN_PORT = free_port()  # the sidecar's admin port, as spec.sidecar.adminPort says
 
 
-@pytest.fixture(scope="module")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    with emulated_apiserver(tmp_path_factory.mktemp("apiserver")) as server:
+@pytest.fixture(scope="module", params=["emulator", pytest.param("cluster", marks=pytest.mark.k8s)])
+def apiserver(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
+    if request.param == "emulator":
+        with emulated_apiserver(tmp_path_factory.mktemp("apiserver")) as server:
+            yield server
+        return
+    problem = real_cluster_problem()
+    if problem:
+        pytest.skip(problem)
+    with real_apiserver() as server:
         yield server
 
 
@@ -100,25 +110,32 @@ def live_pod(name: str, ip: str) -> dict[str, Any]:
             "annotations": {"driftline.io/injected": "true"},
         },
         "spec": {"containers": [{"name": "model", "image": "registry.local/models/live:1"}]},
-        "status": {"phase": "Running", "podIP": ip},
     }
+
+
+def start_pod(core: CoreV1Api, namespace: str, name: str, ip: str) -> None:
+    """Create the pod and mark it running at `ip`, as a kubelet would (kwok-style:
+    a bare control plane has no kubelet, and the emulator none either)."""
+    core.create_namespaced_pod(namespace, live_pod(name, ip))
+    running = {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
+    core.patch_namespaced_pod_status(name, namespace, running)
 
 
 def test_the_daemon_collects_real_sidecars_into_status(
     apiserver: ApiServer, operator: Operator, model: str, tmp_path: Path
 ):
-    api = apiserver.client()
+    api, ns = apiserver.client(), apiserver.namespace
     spec = {
         "selector": {"matchLabels": {"app": "live"}},
         "model": {"name": "live", "protocol": "json"},
         "analysis": {"interval": "1s", "timeout": "2s"},
         "sidecar": {"adminPort": ADMIN_PORT},
     }
-    create_monitor(api, NS, monitor("live", spec))
-    wait_for_ready(api, NS, "live", status="True", reason="SidecarConfigured")
+    create_monitor(api, ns, monitor("live", spec))
+    wait_for_ready(api, ns, "live", status="True", reason="SidecarConfigured")
 
     # Run the sidecar exactly as injected: with the config the operator rendered.
-    config_map = read_config_map(api, NS, "driftline-live-sidecar")
+    config_map = read_config_map(api, ns, "driftline-live-sidecar")
     assert config_map is not None
     config = yaml.safe_load(config_map["data"]["sidecar.yaml"])
     config["prediction_log"]["path"] = str(tmp_path / "predictions.jsonl")
@@ -130,15 +147,15 @@ def test_the_daemon_collects_real_sidecars_into_status(
     sidecar = _serve(command, f"http://127.0.0.1:{ADMIN_PORT}/healthz", tmp_path / "sidecar.log")
     try:
         core = CoreV1Api(api)
-        core.create_namespaced_pod(NS, live_pod("live-0", "127.0.0.1"))
-        core.create_namespaced_pod(NS, live_pod("live-1", "127.0.0.2"))  # nothing listens
+        start_pod(core, ns, "live-0", "127.0.0.1")
+        start_pod(core, ns, "live-1", "127.0.0.2")  # nothing listens there
 
         def requests_seen() -> dict[str, Any] | None:
             with httpx.Client(base_url=f"http://{proxy}", timeout=10) as client:
                 for i in range(10):
                     row = {"f0": i / 10, "f1": 0.5, "f2": -0.2, "f3": 1.0}
                     assert client.post("/predict", json=row).status_code == 200
-            body = get_monitor(api, NS, "live") or {}
+            body = get_monitor(api, ns, "live") or {}
             windows = (body.get("status") or {}).get("windows") or []
             stable = next((w for w in windows if w.get("role") == "stable"), None)
             return body if stable and stable.get("requests", 0) > 0 else None
