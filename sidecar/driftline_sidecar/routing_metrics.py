@@ -8,9 +8,11 @@ Every child is bound once, with the sidecar's ``model``/``version``/``role``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
+from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
 from driftline_sidecar.snapshot import LATENCY_BUCKETS, ShadowCounts
@@ -95,13 +97,13 @@ class RoutingMetrics:
 
     def shadow_counts(self) -> ShadowCounts:
         """The snapshot's ``shadow`` section, read from this registry."""
-        return shadow_counts(self._registry)
+        return shadow_counts(self._registry.collect())
 
 
-def shadow_counts(registry: CollectorRegistry) -> ShadowCounts:
-    """Read ``ShadowCounts`` from the Prometheus samples of ``registry``."""
+def shadow_counts(families: Iterable[Metric]) -> ShadowCounts:
+    """Read ``ShadowCounts`` from collected metric families (``registry.collect()``)."""
     values: dict[tuple[str, str], float] = {}
-    for family in registry.collect():
+    for family in families:
         if not family.name.startswith(PREFIX + "shadow_"):
             continue
         for sample in family.samples:

@@ -161,7 +161,7 @@ def test_shadow_counts_read_back_what_the_metrics_counted() -> None:
     metrics.shadow_duration["shadow"].observe(20.0)  # beyond the last bound: +Inf
     metrics.routed_canary.inc()
 
-    counts = shadow_counts(registry)
+    counts = shadow_counts(registry.collect())
     assert metrics.shadow_counts() == counts
     assert (counts.mirrored, counts.dropped, counts.compared, counts.agreed) == (7, 2, 5, 4)
     assert (counts.stable_errors, counts.shadow_errors) == (1, 3)
