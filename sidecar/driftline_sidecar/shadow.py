@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from random import random
@@ -88,11 +88,18 @@ def _values(predictions: Sequence[Any], scores: Sequence[float | None]) -> list[
     return None
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+Headers = Iterable[tuple[str | bytes, str | bytes]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Exchange:
     method: str
     target: str  # raw path and query
-    headers: Any  # as the proxy sends them upstream (hop-by-hop headers removed)
+    headers: Headers  # as the proxy sends them upstream (hop-by-hop headers removed)
     body: bytes
     status: int  # stable's answer (the sidecar's own 502/504 included)
     response: bytes | None  # stable's body, None when not kept (error, too large)
@@ -139,9 +146,9 @@ class ShadowMirror:
     def offer(
         self,
         *,
-        method: str,
-        target: str,
-        headers: Any,
+        method: str | bytes,
+        target: str | bytes,
+        headers: Headers,
         body: bytes,
         status: int,
         response: bytes | None,
@@ -155,7 +162,7 @@ class ShadowMirror:
         if self._in_flight >= self._limit:
             self._dropped.inc()
             return
-        exchange = _Exchange(method, target, headers, body, status, response)
+        exchange = _Exchange(_text(method), _text(target), headers, body, status, response)
         self._in_flight += 1
         self._metrics.shadow_in_flight.inc()
         self._mirrored.inc()
@@ -194,7 +201,7 @@ class ShadowMirror:
             async with self._session.request(
                 exchange.method,
                 URL(f"{base}{exchange.target}", encoded=True),
-                headers=exchange.headers,
+                headers=[(_text(name), _text(value)) for name, value in exchange.headers],
                 data=exchange.body or None,
                 allow_redirects=False,
                 timeout=self._timeout,
