@@ -1,7 +1,7 @@
 """``driftline-sidecar``: the proxy and the admin API in one process.
 
-Both are uvicorn servers (uvloop, httptools, no access log) in one event
-loop. On SIGTERM or SIGINT the proxy stops accepting, finishes the requests in
+The proxy port is ``driftline_sidecar.server`` (httptools on uvloop), the
+admin port a uvicorn server, both in one event loop. On SIGTERM or SIGINT the proxy stops accepting, finishes the requests in
 flight, then the capture queue and the prediction log are flushed, spans
 exported, and the process exits 0.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -32,8 +33,10 @@ from driftline_sidecar.counts import Layout, build_layout, file_sha256, new_proc
 from driftline_sidecar.metrics import SCORE_BUCKETS, SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog
 from driftline_sidecar.profile import ReferenceProfile, load_profile
-from driftline_sidecar.proxy import Proxy, make_session
+from driftline_sidecar.proxy import Proxy
+from driftline_sidecar.server import ProxyServer
 from driftline_sidecar.tracing import Tracing
+from driftline_sidecar.upstream import UpstreamPool
 
 log = logging.getLogger("driftline_sidecar")
 
@@ -217,10 +220,15 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         upstream_host=upstream_host,
         upstream_port=upstream_port,
     )
-    session = make_session(timeout_seconds=config.upstream_timeout_seconds)
+    pool = UpstreamPool(
+        host=upstream_host,
+        port=upstream_port,
+        timeout_seconds=config.upstream_timeout_seconds,
+        tls=upstream.scheme == "https",
+    )
     proxy = Proxy(
         upstream=config.upstream,
-        session=session,
+        pool=pool,
         metrics=metrics,
         capture=worker.submit if worker is not None else None,
         max_capture_bytes=config.capture.max_body_bytes,
@@ -235,16 +243,19 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         upstream_port=upstream_port,
         last_upstream_ok=lambda: proxy.last_upstream_ok,
     )
-    graceful = config.upstream_timeout_seconds
-    proxy_server = _server(proxy, config.listen, graceful_seconds=graceful)
+    proxy_server = ProxyServer(proxy)
     admin_server = _server(create_admin_app(state), config.admin, graceful_seconds=1)
+    await proxy_server.start(*split_address(config.listen))
+    # Everything built so far lives as long as the process: keep it out of
+    # the garbage collector's full passes, which would otherwise scan it.
+    gc.freeze()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     worker_task = asyncio.create_task(worker.run()) if worker is not None else None
-    servers = [asyncio.create_task(s.serve()) for s in (proxy_server, admin_server)]
+    admin = asyncio.create_task(admin_server.serve())
     log.info(
         "driftline-sidecar: proxy %s -> %s, admin %s, model %s/%s (%s)",
         config.listen,
@@ -254,11 +265,10 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         model.version,
         model.role,
     )
-    await asyncio.wait([asyncio.create_task(stop.wait()), *servers], return_when="FIRST_COMPLETED")
+    await asyncio.wait([asyncio.create_task(stop.wait()), admin], return_when="FIRST_COMPLETED")
 
     log.info("driftline-sidecar: shutting down, draining requests in flight")
-    proxy_server.should_exit = True
-    await servers[0]
+    await proxy_server.shutdown(timeout=config.upstream_timeout_seconds + 1)
     if worker is not None and worker_task is not None:
         try:
             await asyncio.wait_for(worker.drain(), timeout=FLUSH_TIMEOUT_SECONDS)
@@ -269,9 +279,8 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         await asyncio.to_thread(prediction_log.close)
     if tracing is not None:
         await asyncio.to_thread(tracing.shutdown)
-    await session.close()
     admin_server.should_exit = True
-    await servers[1]
+    await admin
     log.info("driftline-sidecar: stopped")
 
 

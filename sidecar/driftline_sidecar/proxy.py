@@ -1,10 +1,11 @@
-"""The hot path: a raw ASGI reverse proxy in front of one model.
+"""The hot path's bookkeeping: what one request through the sidecar does.
 
-Per request it only forwards, times, and hands the bodies to the capture
-queue. Pass-through is exact: method, raw path and query, headers minus
-hop-by-hop ones, status, body bytes (no re-encoding, no decompression), and
-streamed responses go back chunk by chunk as they arrive. The sidecar's own
-work (metrics, spans, capture) can never fail or change a response.
+``driftline_sidecar.server`` speaks HTTP to clients and
+``driftline_sidecar.upstream`` to the model; this module decides what passes
+(headers minus hop-by-hop ones, the request id, trace context), answers for a
+model that is down or silent (a JSON 502/504), and, once a request is done,
+counts it, ends its spans and hands the bodies to the capture queue. The
+sidecar's own work can never fail or change a response.
 
 Routing (canary split, shadow mirror) will choose the upstream per request in
 ``Proxy._route``; today there is one upstream.
@@ -15,28 +16,32 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from random import getrandbits
 from time import perf_counter
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 from opentelemetry.trace import Span
-from yarl import URL
 
-from driftline_sidecar.capture import Exchange
+from driftline_sidecar.capture import Exchange as Captured
 from driftline_sidecar.metrics import SidecarMetrics
 from driftline_sidecar.tracing import TRACE_HEADERS, Tracing
+from driftline_sidecar.upstream import (
+    Relay,
+    ResponseHead,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamGone,
+    UpstreamPool,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-# RFC 9110 7.6.1: meaningful for one connection only, never forwarded.
+# RFC 9110 7.6.1: meaningful for one connection only, never forwarded. Expect
+# is answered by the sidecar, which has the whole body before it forwards.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -50,258 +55,267 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-# Responses up to this size are read whole and sent in one message; larger
-# ones, and those without a length (chunked), are streamed as they arrive.
-READ_WHOLE_BYTES = 64 * 1024
+_NOT_FORWARDED = HOP_BY_HOP | {b"content-length", b"expect"}
 REQUEST_ID = b"x-request-id"
+# Retried once on a fresh connection when a pooled one turns out closed.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
-def make_session(*, timeout_seconds: float, connections: int = 100) -> aiohttp.ClientSession:
-    """The pooled keep-alive upstream client. Call inside the running loop."""
-    connector = aiohttp.TCPConnector(
-        limit=connections,
-        # Shorter than a typical server's keep-alive (uvicorn: 5 s), so the pool
-        # rarely reuses a connection the model is about to close.
-        keepalive_timeout=4.0,
-        ttl_dns_cache=300,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(
-            total=None, connect=timeout_seconds, sock_read=timeout_seconds
-        ),
-        auto_decompress=False,  # bytes pass through exactly as the model sent them
-        # Headers the client did not send are not invented.
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        raise_for_status=False,
-    )
+@dataclass(slots=True)
+class Exchange:
+    """One request through the proxy, from its head to the last byte sent."""
+
+    method: bytes
+    target: bytes
+    keep_alive: bool
+    request: bytes  # the request as sent to the model: head and body
+    body: bytes  # the request body alone
+    request_id: bytes
+    start: float = field(default_factory=perf_counter)
+    ts: float = field(default_factory=time.time)
+    span: Span | None = None
+    client_span: Span | None = None
+    status: int = 502
+    responded: bool = False  # the response head went to the client
+    upstream_seconds: float | None = None
+    sent: int = 0  # response body bytes sent to the client
+    kept: list[bytes] = field(default_factory=list)  # copy for capture
+    too_large: bool = False
+    max_capture: int = 0
+    upstream: UpstreamConnection | None = None  # the model connection answering it
+
+    def keep(self, data: bytes) -> None:
+        """Count a body piece sent to the client, keeping a copy up to the capture limit."""
+        self.sent += len(data)
+        if self.too_large:
+            return
+        if self.sent > self.max_capture:
+            self.too_large = True  # stop copying; capture counts it
+            self.kept.clear()
+        else:
+            self.kept.append(data)
 
 
 class Proxy:
-    """The ASGI app on the proxy port."""
-
     def __init__(
         self,
         *,
         upstream: str,
-        session: aiohttp.ClientSession,
+        pool: UpstreamPool,
         metrics: SidecarMetrics,
-        capture: Callable[[Exchange], None] | None = None,
+        capture: Callable[[Captured], None] | None = None,
         max_capture_bytes: int = 1 << 20,
         tracing: Tracing | None = None,
     ) -> None:
         self._upstream = upstream.rstrip("/")
-        self._session = session
+        where = urlsplit(self._upstream)
+        self._host = where.netloc.encode("latin-1")
+        self._prefix = where.path.encode("latin-1")  # an upstream URL may carry a base path
+        self._pool = pool
         self._metrics = metrics
+        self._requests_in_flight = metrics.in_flight
         self._capture = capture
         self._max_capture = max_capture_bytes
         self._tracing = tracing
         self.last_upstream_ok: float | None = None  # perf_counter() of the last answer
 
-    def _route(self, scope: Scope) -> str:
-        return self._upstream
+    def _route(self, exchange: Exchange) -> UpstreamPool:
+        return self._pool
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        in_flight = self._metrics.in_flight
-        in_flight.inc()
-        try:
-            await self._proxy(scope, receive, send)
-        finally:
-            in_flight.dec()
-
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start = perf_counter()
-        ts = time.time()
-        method: str = scope["method"]
-        headers, request_id, carrier = self._request_headers(scope)
-        body = await _read_body(receive)
-        if body is None:
-            return  # the client went away before sending its request
-        base = self._route(scope)
-        target = base + scope["raw_path"].decode("latin-1")
-        if scope["query_string"]:
-            target += "?" + scope["query_string"].decode("latin-1")
+    def begin(
+        self,
+        method: bytes,
+        target: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        body_parts: list[bytes],
+        *,
+        keep_alive: bool,
+        client: tuple[str, int] | None = None,
+    ) -> Exchange:
+        """Start an exchange: the request to send upstream, the request id, the spans."""
+        self._requests_in_flight.inc()
+        body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
+        lines = [b"%b %b%b HTTP/1.1" % (method, self._prefix, target)]
+        request_id = b""
+        carrier: dict[str, str] = {}
+        tracing = self._tracing is not None
+        connection_tokens: set[bytes] = set()
+        framed = has_host = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _NOT_FORWARDED:
+                if lower == b"connection":
+                    connection_tokens.update(t.strip().lower() for t in value.split(b","))
+                framed = framed or lower in (b"content-length", b"transfer-encoding")
+            elif lower == REQUEST_ID:
+                request_id = value
+            elif tracing and lower in TRACE_HEADERS:
+                carrier[lower.decode("latin-1")] = value.decode("latin-1")
+            else:
+                has_host = has_host or lower == b"host"
+                lines.append(name + b": " + value)
+        if connection_tokens - {b"keep-alive", b"close"}:
+            # Connection may name further hop-by-hop headers (they can come first).
+            lines[1:] = [
+                line
+                for line in lines[1:]
+                if line.split(b":", 1)[0].lower() not in connection_tokens
+            ]
+        if not has_host:
+            lines.append(b"host: " + self._host)
+        if not request_id:
+            # Unique, not secret: no syscall per request (uuid4 reads os.urandom).
+            request_id = b"%032x" % getrandbits(128)
+        lines.append(REQUEST_ID + b": " + request_id)
         span = client_span = None
-        if self._tracing is not None:
-            span = self._tracing.start_server(method=method, scope=scope, carrier=carrier)
-            client_span, injected = self._tracing.start_client(span, method=method, url=target)
-            headers.extend(injected.items())
-        request_id_header = (REQUEST_ID, request_id.encode("latin-1"))
-        answer = await self._forward(
-            method, target, headers, body, send, request_id_header, client_span
+        if tracing:
+            assert self._tracing is not None
+            span, client_span, injected = self._spans(method, target, version, carrier, client)
+            lines.extend(f"{k}: {v}".encode("latin-1") for k, v in injected.items())
+        if body or framed:
+            lines.append(b"content-length: %d" % len(body))
+        lines.append(b"\r\n")
+        return Exchange(
+            method=method,
+            target=target,
+            keep_alive=keep_alive,
+            request=b"\r\n".join(lines) + body,
+            body=body,
+            request_id=request_id,
+            span=span,
+            client_span=client_span,
+            max_capture=self._max_capture,
         )
-        seconds = perf_counter() - start
-        try:
-            self._metrics.observe_request(
-                code=answer.status,
-                seconds=seconds,
-                upstream_seconds=answer.upstream_seconds,
-                request_bytes=len(body),
-                response_bytes=answer.sent,
+
+    async def forward(self, exchange: Exchange, relay: Relay) -> None:
+        """Send the request to the model and relay its answer (raises ``UpstreamError``)."""
+        pool = self._route(exchange)
+        for attempt in (1, 2):
+            connection, reused = await pool.acquire()
+            exchange.upstream = connection
+            done = connection.exchange(
+                exchange.request, relay, head_only=exchange.method == b"HEAD"
             )
-            if span is not None:
-                Tracing.end(span, status=answer.status)
+            try:
+                head = await done
+            except UpstreamGone:
+                pool.release(connection, reusable=False)
+                retry = reused and not connection.received_head and attempt == 1
+                if retry and exchange.method in IDEMPOTENT:
+                    continue  # a pooled connection the model had just closed
+                raise
+            except BaseException:  # client gone or an error: the connection is mid-answer
+                pool.release(connection, reusable=False)
+                raise
+            pool.release(connection, reusable=head.keep_alive)
+            return
+
+    def response_head(self, head: ResponseHead, exchange: Exchange, extra: list[bytes]) -> bytes:
+        """The status line and headers for the client (called once the model's are parsed)."""
+        now = perf_counter()
+        exchange.responded = True
+        exchange.upstream_seconds = now - exchange.start
+        self.last_upstream_ok = now
+        if exchange.client_span is not None:
+            Tracing.end(exchange.client_span, status=head.status)
+        lines = [b"HTTP/1.1 %d %b" % (head.status, head.reason)]
+        for name, value in head.headers:
+            lower = name.lower()
+            if lower not in HOP_BY_HOP and lower != REQUEST_ID:
+                lines.append(name + b": " + value)
+        lines.append(REQUEST_ID + b": " + exchange.request_id)
+        lines.extend(extra)
+        if not exchange.keep_alive:
+            lines.append(b"connection: close")
+        lines.append(b"\r\n")
+        return b"\r\n".join(lines)
+
+    def error_response(self, exchange: Exchange, error: UpstreamError) -> bytes:
+        """A JSON 502 (model unreachable) or 504 (model silent) for the client."""
+        timed_out = isinstance(error, UpstreamTimeout)
+        exchange.status = 504 if timed_out else 502
+        if exchange.client_span is not None:
+            Tracing.end(exchange.client_span, status=None, error=type(error).__name__)
+            exchange.client_span = None
+        problem = "model timed out" if timed_out else f"model unreachable: {error}"
+        payload = json.dumps({"error": problem, "upstream": self._upstream}).encode()
+        exchange.sent = len(payload)
+        reason = b"Gateway Timeout" if timed_out else b"Bad Gateway"
+        close = b"" if exchange.keep_alive else b"connection: close\r\n"
+        return (
+            b"HTTP/1.1 %d %b\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"%b: %b\r\n%b\r\n%b"
+            % (
+                exchange.status,
+                reason,
+                len(payload),
+                REQUEST_ID,
+                exchange.request_id,
+                close,
+                payload,
+            )
+        )
+
+    def finish(self, exchange: Exchange) -> None:
+        """Count the exchange, end its span, hand it to capture (never raises)."""
+        self._requests_in_flight.dec()
+        try:
+            seconds = perf_counter() - exchange.start
+            self._metrics.observe_request(
+                code=exchange.status,
+                seconds=seconds,
+                upstream_seconds=exchange.upstream_seconds,
+                request_bytes=len(exchange.body),
+                response_bytes=exchange.sent,
+            )
+            if exchange.span is not None:
+                Tracing.end(exchange.span, status=exchange.status)
             # Probes, errors and empty requests carry no prediction.
-            if self._capture is not None and answer.captured and body:
-                too_large = answer.too_large or len(body) > self._max_capture
+            body = exchange.body
+            if self._capture is not None and body and 200 <= exchange.status < 300:
+                too_large = exchange.too_large or len(body) > self._max_capture
+                kept = exchange.kept
                 self._capture(
-                    Exchange(
+                    Captured(
                         request=b"" if too_large else body,
-                        response=b"" if too_large else answer.body,
-                        status=answer.status,
+                        response=b""
+                        if too_large
+                        else kept[0]
+                        if len(kept) == 1
+                        else b"".join(kept),
+                        status=exchange.status,
                         latency_seconds=seconds,
-                        request_id=request_id,
-                        ts=ts,
+                        request_id=exchange.request_id.decode("latin-1"),
+                        ts=exchange.ts,
                         too_large=too_large,
                     )
                 )
         except Exception:  # counting must never fail a request already answered
-            log.exception("proxy: bookkeeping after request %s failed", request_id)
+            log.exception("proxy: bookkeeping after request %r failed", exchange.request_id)
 
-    def _request_headers(self, scope: Scope) -> tuple[list[tuple[str, str]], str, dict[str, str]]:
-        """Headers to send upstream, the request id, and the incoming trace context."""
-        headers: list[tuple[str, str]] = []
-        request_id = ""
-        carrier: dict[str, str] = {}
-        connection_tokens: set[bytes] = set()
-        tracing = self._tracing is not None
-        for name, value in scope["headers"]:
-            if name in HOP_BY_HOP or name == b"content-length":
-                if name == b"connection":
-                    connection_tokens.update(t.strip().lower() for t in value.split(b","))
-                continue
-            if name == REQUEST_ID:
-                request_id = value.decode("latin-1")
-            elif tracing and name in TRACE_HEADERS:
-                carrier[name.decode("latin-1")] = value.decode("latin-1")
-            else:
-                headers.append((name.decode("latin-1"), value.decode("latin-1")))
-        if connection_tokens - {b"keep-alive", b"close"}:
-            # Connection may name further hop-by-hop headers.
-            drop = {t.decode("latin-1") for t in connection_tokens}
-            headers = [(n, v) for n, v in headers if n not in drop]
-        if not request_id:
-            request_id = uuid.uuid4().hex
-        headers.append(("x-request-id", request_id))
-        return headers, request_id, carrier
+    def close(self) -> None:
+        self._pool.close()
 
-    async def _forward(
+    def _spans(
         self,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
-        send: Send,
-        request_id_header: tuple[bytes, bytes],
-        client_span: Span | None,
-    ) -> _Answer:
-        """Send upstream and stream the answer back to the client."""
-        started = perf_counter()
-        answer = _Answer()
-        response_started = False
-        try:
-            async with self._session.request(
-                method,
-                URL(target, encoded=True),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-            ) as response:
-                answer.upstream_seconds = perf_counter() - started
-                answer.status = response.status
-                if client_span is not None:
-                    Tracing.end(client_span, status=answer.status)
-                self.last_upstream_ok = perf_counter()
-                response_started = True
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": answer.status,
-                        "headers": _response_headers(response.raw_headers, request_id_header),
-                    }
-                )
-                await self._stream_body(response, send, answer)
-        except (TimeoutError, aiohttp.ClientError) as error:
-            if response_started:
-                raise  # mid-body: only closing the connection tells the client
-            if client_span is not None:
-                Tracing.end(client_span, status=None, error=type(error).__name__)
-            timed_out = isinstance(error, TimeoutError)
-            answer.status = 504 if timed_out else 502
-            problem = "model timed out" if timed_out else f"model unreachable: {error}"
-            payload = json.dumps({"error": problem, "upstream": self._upstream}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": answer.status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()),
-                        request_id_header,
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
-            answer.sent = len(payload)
-            return answer
-        answer.captured = 200 <= answer.status < 300
-        return answer
-
-    async def _stream_body(
-        self, response: aiohttp.ClientResponse, send: Send, answer: _Answer
-    ) -> None:
-        """Send the response body, keeping a copy up to the capture limit."""
-        length = response.content_length
-        if length is not None and length <= READ_WHOLE_BYTES:
-            answer.body = await response.read()
-            await send({"type": "http.response.body", "body": answer.body})
-            answer.sent = len(answer.body)
-            answer.too_large = answer.sent > self._max_capture
-            return
-        kept: list[bytes] = []
-        async for chunk in response.content.iter_any():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            answer.sent += len(chunk)
-            if not answer.too_large:
-                if answer.sent > self._max_capture:
-                    answer.too_large = True  # stop copying; capture counts it
-                    kept.clear()
-                else:
-                    kept.append(chunk)
-        await send({"type": "http.response.body", "body": b""})
-        answer.body = b"".join(kept)
-
-
-@dataclass(slots=True)
-class _Answer:
-    status: int = 502
-    upstream_seconds: float | None = None
-    sent: int = 0  # body bytes sent to the client
-    body: bytes = b""  # copy of the response body for capture
-    too_large: bool = False  # the copy was abandoned at the capture limit
-    captured: bool = False  # worth capturing (a 2xx answer from the model)
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _response_headers(
-    raw: tuple[tuple[bytes, bytes], ...], request_id_header: tuple[bytes, bytes]
-) -> list[tuple[bytes, bytes]]:
-    headers = [
-        (name, value)
-        for name, value in raw
-        if (lower := name.lower()) not in HOP_BY_HOP and lower != REQUEST_ID
-    ]
-    headers.append(request_id_header)
-    return headers
+        method: bytes,
+        target: bytes,
+        version: str,
+        carrier: dict[str, str],
+        client: tuple[str, int] | None,
+    ) -> tuple[Span, Span, dict[str, str]]:
+        assert self._tracing is not None
+        text = method.decode("latin-1")
+        path, _, query = target.partition(b"?")
+        scope: dict[str, Any] = {
+            "path": path.decode("latin-1"),
+            "query_string": query,
+            "scheme": "http",
+            "http_version": version,
+            "client": client,
+        }
+        span = self._tracing.start_server(method=text, scope=scope, carrier=carrier)
+        url = self._upstream + target.decode("latin-1")  # base path included
+        client_span, injected = self._tracing.start_client(span, method=text, url=url)
+        return span, client_span, injected
