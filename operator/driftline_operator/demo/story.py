@@ -240,6 +240,15 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool]:
         parser.error(f"--steps {args.steps!r}: expected weights such as 10,25,50,100")
     if args.rps <= 0:
         parser.error(f"--rps {args.rps:g}: expected a positive request rate")
+    for flag, value in (
+        ("--interval", args.interval),
+        ("--progress-deadline", args.progress_deadline),
+    ):
+        try:
+            if value is not None:
+                parse_duration(value)
+        except ValueError as error:
+            parser.error(f"{flag}: {error}")
     options = Options(
         scenario=args.scenario,
         interval=args.interval,
@@ -256,16 +265,22 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool]:
     return options, args.quiet
 
 
+_FLAGS = {
+    "steps": "--steps",
+    "interval": "--interval",
+    "failureLimit": "--failure-limit",
+    "progressDeadline": "--progress-deadline",
+}
+
+
 def _spec_problem(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        return (
-            "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'rollout'}: {e['msg']}"
-                for e in error.errors()
-            )
-            + " (see --interval, --steps, --failure-limit, --progress-deadline)"
-        )
-    return str(error)
+    if not isinstance(error, ValidationError):
+        return str(error)
+    problems = []
+    for e in error.errors():
+        where = _FLAGS.get(str(e["loc"][0]), "") if e["loc"] else ""
+        problems.append(f"{where + ': ' if where else ''}{e['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
