@@ -7,7 +7,8 @@ creationTimestamp, generation (bumped on spec changes) and resourceVersion.
 It does not do garbage collection by ownerReferences, label or field
 selectors (clients filter again), or admission.
 
-Run: python _apiserver.py  -> prints "http://127.0.0.1:<port>" once serving.
+Run: python _apiserver.py [NAMESPACE...]  -> prints "http://127.0.0.1:<port>" once
+serving; the namespaces named are listed besides the fixed ones.
 A separate process keeps its event loop and warnings apart from pytest's.
 """
 
@@ -53,7 +54,7 @@ class Apiserver(kmock.KubernetesEmulator):
                 await asyncio.Event().wait()  # namespaces never change here
             items = [
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
-                for n in NAMESPACES
+                for n in dict.fromkeys((*NAMESPACES, *sys.argv[1:]))
             ]
             return aiohttp.web.json_response(
                 {

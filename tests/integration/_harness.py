@@ -1,9 +1,10 @@
 """Run the operator for real against a Kubernetes API, for the integration tests.
 
-Two API servers, one test code path:
-- the emulator (`_apiserver.py`, kmock) in its own process: always available;
-- a real cluster when KUBECONFIG points at one whose context is meant for
-  tests (a kind cluster, or the context named by DRIFTLINE_TEST_CONTEXT).
+Two API servers, one test code path (the fixtures are in `conftest.py`):
+- the shared control plane (../shared/k8s: etcd, kube-apiserver,
+  kube-controller-manager), started once per session when it is there;
+- otherwise the emulator (`_apiserver.py`, kmock) in its own process.
+A real cluster reached through KUBECONFIG is for tests/e2e/ only.
 
 The operator runs as `python -m driftline_operator.main` with a kubeconfig,
 exactly as a developer runs it, and the tests talk to the same API through
@@ -16,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from driftline_operator.crd import GROUP, PLURAL, VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+CONTROL_PLANE = ROOT.parent / "shared" / "k8s"
 DEADLINE = 90.0  # seconds; polling stops at the first success
 T = TypeVar("T")
 
@@ -106,10 +108,10 @@ def _write_kubeconfig(path: Path, server: str) -> Path:
 
 
 @contextlib.contextmanager
-def emulated_apiserver(tmp: Path) -> Iterator[ApiServer]:
+def emulated_apiserver(tmp: Path, *, namespace: str = "ml") -> Iterator[ApiServer]:
     with (tmp / "apiserver.log").open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, str(HERE / "_apiserver.py")],
+            [sys.executable, str(HERE / "_apiserver.py"), namespace],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -121,54 +123,97 @@ def emulated_apiserver(tmp: Path) -> Iterator[ApiServer]:
             raise RuntimeError(
                 f"the API emulator did not start: {(tmp / 'apiserver.log').read_text()}"
             )
-        yield ApiServer(_write_kubeconfig(tmp / "kubeconfig", url), namespace="ml", real=False)
+        kubeconfig = _write_kubeconfig(tmp / "kubeconfig", url)
+        yield ApiServer(kubeconfig, namespace=namespace, real=False)
     finally:
         _stop(process)
 
 
-def real_cluster_problem() -> str | None:
-    """Why the real-cluster variant cannot run here, or None when it can."""
-    path = os.environ.get("KUBECONFIG")
-    if not path:
-        return "KUBECONFIG is not set (no real cluster to run against)"
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports (all bound at once, so the OS hands out different ones)."""
+    sockets = [socket.socket() for _ in range(count)]
     try:
-        _, active = kubernetes.config.list_kube_config_contexts(config_file=path)
-    except (kubernetes.config.ConfigException, OSError) as error:
-        return f"KUBECONFIG={path} is unusable: {error}"
-    context = active["name"]
-    wanted = os.environ.get("DRIFTLINE_TEST_CONTEXT")
-    if context != wanted and not context.startswith("kind-"):
-        return (
-            f"refusing to run against context {context!r}: use a kind cluster or set "
-            "DRIFTLINE_TEST_CONTEXT to the context meant for tests"
-        )
-    try:
-        api = kubernetes.config.new_client_from_config(config_file=path)
-        CoreV1Api(api).list_namespace(limit=1, _request_timeout=10)
-        installed = kubernetes.client.AppsV1Api(api).list_deployment_for_all_namespaces(
-            label_selector="app.kubernetes.io/name=driftline", _request_timeout=10
-        )
-    except Exception as error:  # any failure means: skip, and say why
-        return f"the cluster of context {context!r} does not answer: {error}"
-    if installed.items:
-        # It would reconcile the test's ModelMonitors too, racing the operator under test.
-        where = ", ".join(f"{d.metadata.namespace}/{d.metadata.name}" for d in installed.items)
-        return f"a Driftline operator is installed ({where}); use a cluster without it"
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def control_plane_problem() -> str | None:
+    """Why the shared control plane (../shared/k8s) cannot start here, or None."""
+    if os.environ.get("DRIFTLINE_TESTS_EMULATOR") == "1":
+        return "DRIFTLINE_TESTS_EMULATOR=1 asks for the kmock emulator"
+    if not (CONTROL_PLANE / "up.sh").exists():
+        return f"no control plane at {CONTROL_PLANE}"
+    for binary, package in (("etcd", "etcd-server"), ("kubectl", "kubectl")):
+        if shutil.which(binary) is None:
+            return f"{binary} is not installed (Debian package {package})"
     return None
 
 
+@dataclass
+class ControlPlane:
+    """One kube-apiserver + kube-controller-manager for the whole test session."""
+
+    kubeconfig: Path
+    state: Path
+
+    def client(self) -> ApiClient:
+        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stdout}{result.stderr}"
+        return result.stdout
+
+
 @contextlib.contextmanager
-def real_apiserver() -> Iterator[ApiServer]:
-    server = ApiServer(Path(os.environ["KUBECONFIG"]), f"driftline-it-{uuid.uuid4().hex[:6]}", True)
-    api = server.client()
-    crd = yaml.safe_load((ROOT / "crds" / f"{PLURAL}.{GROUP}.yaml").read_text())
-    with contextlib.suppress(ApiException):  # already installed (409)
-        kubernetes.client.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
-    CoreV1Api(api).create_namespace({"metadata": {"name": server.namespace}})
+def started_control_plane(state: Path) -> Iterator[ControlPlane]:
+    """Start ../shared/k8s on free ports, with the ModelMonitor CRD installed."""
+    api, etcd, peer, kcm = _free_ports(4)
+    env = {
+        **os.environ,
+        "K8S_APISERVER_PORT": str(api),
+        "K8S_ETCD_PORT": str(etcd),
+        "K8S_ETCD_PEER_PORT": str(peer),
+        "K8S_KCM_PORT": str(kcm),
+        "K8S_START_TIMEOUT": "180",
+    }
     try:
-        yield server
+        started = subprocess.run(
+            [str(CONTROL_PLANE / "up.sh"), str(state)],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if started.returncode != 0:
+            raise RuntimeError(f"../shared/k8s/up.sh failed:\n{started.stdout}{started.stderr}")
+        plane = ControlPlane(Path(started.stdout.strip().splitlines()[-1]), state)
+        crd = ROOT / "crds" / f"{PLURAL}.{GROUP}.yaml"
+        plane.kubectl("apply", "-f", str(crd))
+        plane.kubectl(
+            "wait", "--for=condition=Established", "--timeout=120s", f"crd/{PLURAL}.{GROUP}"
+        )
+        yield plane
     finally:
-        CoreV1Api(api).delete_namespace(server.namespace)
+        subprocess.run([str(CONTROL_PLANE / "down.sh"), str(state), "--purge"],
+                       capture_output=True, timeout=120, check=False)  # fmt: skip
+
+
+@contextlib.contextmanager
+def namespace_on(plane: ControlPlane, namespace: str) -> Iterator[ApiServer]:
+    """A namespace of the shared control plane for one test module, deleted after it."""
+    api = plane.client()
+    CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+    try:
+        yield ApiServer(plane.kubeconfig, namespace, real=True)
+    finally:
+        with contextlib.suppress(ApiException):
+            CoreV1Api(api).delete_namespace(namespace)
+        api.close()
 
 
 # -- the operator ---------------------------------------------------------------------

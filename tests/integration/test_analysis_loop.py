@@ -4,8 +4,8 @@ The pod exists only in the API emulator, but its status points at loopback,
 where the sidecar runs with the very config the operator rendered into the
 ConfigMap. A second injected pod points at an address where nothing listens.
 The daemon must collect the first, report the second as unreachable, and
-write the window into `.status`. The `k8s` variant runs the same on a bare
-local control plane (../shared/k8s), where pod IPs on loopback are reachable.
+write the window into `.status`. On the shared control plane (conftest.py)
+the pod is a real API object, marked running as a kubelet would.
 """
 
 from __future__ import annotations
@@ -25,13 +25,10 @@ from _harness import (
     Operator,
     _stop,
     create_monitor,
-    emulated_apiserver,
     free_port,
     get_monitor,
     monitor,
     read_config_map,
-    real_apiserver,
-    real_cluster_problem,
     running_operator,
     wait_for,
     wait_for_ready,
@@ -43,21 +40,6 @@ from driftline_operator.tls import write_self_signed
 pytestmark = pytest.mark.timeout(300)
 
 ADMIN_PORT = free_port()  # the sidecar's admin port, as spec.sidecar.adminPort says
-
-
-@pytest.fixture(scope="module", params=["emulator", pytest.param("cluster", marks=pytest.mark.k8s)])
-def apiserver(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ApiServer]:
-    if request.param == "emulator":
-        with emulated_apiserver(tmp_path_factory.mktemp("apiserver")) as server:
-            yield server
-        return
-    problem = real_cluster_problem()
-    if problem:
-        pytest.skip(problem)
-    with real_apiserver() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

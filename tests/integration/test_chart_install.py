@@ -1,5 +1,8 @@
 """The chart installed for real with helm on a real Kubernetes control plane
-(../shared/k8s: etcd, kube-apiserver, kube-controller-manager; no kubelet).
+(the session's ../shared/k8s, conftest.py: etcd, kube-apiserver,
+kube-controller-manager; no kubelet). The release is uninstalled afterwards,
+so its webhook configuration does not outlive this module on the shared
+control plane.
 
 What only a real API server shows: every manifest is accepted, the CRD is
 established and keeps every field of the example ModelMonitor (nothing pruned),
@@ -12,9 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _harness import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "driftline"
-CONTROL_PLANE = ROOT.parent / "shared" / "k8s"
 NAMESPACE = "driftline-system"
 RELEASE = "dl"
-MODELS = "ml"
+MODELS = "it-chart-models"  # a namespace no other module uses
 ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-driftline"
 
 
@@ -43,47 +44,12 @@ pytestmark = [
     pytest.mark.helm,
     pytest.mark.k8s,
     pytest.mark.skipif(HELM is None, reason="helm is not installed (scripts/install-helm.sh)"),
-    pytest.mark.skipif(
-        not (CONTROL_PLANE / "up.sh").exists(), reason=f"no control plane at {CONTROL_PLANE}"
-    ),
-    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed"),
-    pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed (etcd-server)"),
 ]
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @pytest.fixture(scope="module")
-def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    state = tmp_path_factory.mktemp("k8s")
-    api, etcd, peer, kcm = _free_ports(4)
-    env = {
-        **os.environ,
-        "K8S_APISERVER_PORT": str(api),
-        "K8S_ETCD_PORT": str(etcd),
-        "K8S_ETCD_PEER_PORT": str(peer),
-        "K8S_KCM_PORT": str(kcm),
-        "K8S_START_TIMEOUT": "180",
-    }
-    try:
-        started = subprocess.run(
-            [str(CONTROL_PLANE / "up.sh"), str(state)],
-            env=env, capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([str(CONTROL_PLANE / "down.sh"), str(state), "--purge"],
-                       capture_output=True, timeout=120, check=False)  # fmt: skip
+def kubeconfig(control_plane: ControlPlane) -> str:
+    return str(control_plane.kubeconfig)
 
 
 def run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -126,8 +92,20 @@ def tls_state(kubeconfig: str) -> tuple[dict[str, str], str]:
 
 
 @pytest.fixture(scope="module")
-def installed(kubeconfig: str) -> str:
+def installed(kubeconfig: str) -> Iterator[str]:
     helm_release(kubeconfig, "install")
+    try:
+        yield from _established(kubeconfig)
+    finally:
+        assert HELM is not None
+        run(HELM, "uninstall", RELEASE, "--kubeconfig", kubeconfig, "--namespace", NAMESPACE,
+            "--wait", check=False)  # fmt: skip
+        for namespace in (MODELS, NAMESPACE):
+            kubectl(kubeconfig, "delete", "namespace", namespace, "--wait=false",
+                    "--ignore-not-found", check=False)  # fmt: skip
+
+
+def _established(kubeconfig: str) -> Iterator[str]:
 
     def established() -> bool:
         crd = get(kubeconfig, "crd", "modelmonitors.driftline.io")
@@ -135,7 +113,7 @@ def installed(kubeconfig: str) -> str:
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     wait_for("the ModelMonitor CRD to be established", established)
-    return kubeconfig
+    yield kubeconfig
 
 
 def test_self_signed_certificate_survives_an_upgrade(installed: str) -> None:

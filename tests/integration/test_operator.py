@@ -1,8 +1,8 @@
 """The operator run for real (driftline-operator, kopf's own runner) against an API.
 
-By default the API is the kmock emulator; the `k8s`-marked variant runs the
-same tests against a real cluster when KUBECONFIG reaches one meant for tests.
-The emulator has no garbage collector, so deletion is asserted twice over:
+The API is the session's control plane (conftest.py), or the kmock emulator
+where the control plane cannot run. The emulator has no garbage collector,
+so deletion is asserted twice over:
 the ownerReference that lets a real cluster collect the ConfigMap, and the
 operator's own cleanup handler deleting it (which works on both).
 """
@@ -21,13 +21,10 @@ from _harness import (
     ApiServer,
     Operator,
     create_monitor,
-    emulated_apiserver,
     events_for,
     get_monitor,
     monitor,
     read_config_map,
-    real_apiserver,
-    real_cluster_problem,
     running_operator,
     wait_for,
     wait_for_ready,
@@ -39,21 +36,6 @@ from driftline_operator.crd import GROUP, PLURAL, VERSION
 from driftline_operator.tls import write_self_signed
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module", params=["emulator", pytest.param("cluster", marks=pytest.mark.k8s)])
-def apiserver(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ApiServer]:
-    if request.param == "emulator":
-        with emulated_apiserver(tmp_path_factory.mktemp("apiserver")) as server:
-            yield server
-    else:
-        problem = real_cluster_problem()
-        if problem:
-            pytest.skip(problem)
-        with real_apiserver() as server:
-            yield server
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """Each router's effect on the objects it changes, against a Kubernetes API.
 
 The API is kmock's in-process emulator (stores objects, applies JSON merge
-patches as a server does); the sidecar router's push goes over real HTTP on
+patches as a server does), and for what needs real semantics (the Deployment
+controller's ReplicaSets, CRD validation) the session's control plane
+(conftest.py); the sidecar router's push goes over real HTTP on
 loopback to small admin servers that check the bearer token and validate the
 pushed document against the sidecar's own config schema.
 """
@@ -9,21 +11,17 @@ pushed document against the sidecar's own config schema.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-import os
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp.web
-import kubernetes
 import pytest
 import pytest_asyncio
 import yaml
+from _harness import ControlPlane, namespace_on
 from kubernetes.client import ApiClient, Configuration
 
 from driftline_operator import deployments
@@ -438,13 +436,7 @@ async def test_guard_undo_restores_the_previous_revisions_template(kmock, api):
         await deployments.restore(api, NS, "fraud", "nope")
 
 
-# -- a real API server (../shared/k8s): Deployment controller, CRD validation --
-
-CONTROL_PLANE = Path(__file__).resolve().parents[3] / "shared" / "k8s"
-real_api_server = pytest.mark.skipif(
-    not (CONTROL_PLANE / "up.sh").exists() or shutil.which("etcd") is None,
-    reason=f"needs the control plane in {CONTROL_PLANE} and etcd (etcd-server)",
-)
+# -- a real API server (the session's control plane): Deployment controller, CRD validation --
 
 CRDS = """
 apiVersion: apiextensions.k8s.io/v1
@@ -485,57 +477,19 @@ spec:
 """
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @pytest.fixture(scope="module")
-def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    state = tmp_path_factory.mktemp("k8s")
-    api_port, etcd, peer, kcm = _free_ports(4)
-    env = {
-        **os.environ,
-        "K8S_APISERVER_PORT": str(api_port),
-        "K8S_ETCD_PORT": str(etcd),
-        "K8S_ETCD_PEER_PORT": str(peer),
-        "K8S_KCM_PORT": str(kcm),
-        "K8S_START_TIMEOUT": "180",
-    }
-    try:
-        started = subprocess.run(
-            [str(CONTROL_PLANE / "up.sh"), str(state)],
-            env=env, capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
-        assert started.returncode == 0, started.stdout + started.stderr
-        path = started.stdout.strip().splitlines()[-1]
-        kubectl(path, "create", "namespace", NS)
-        kubectl(path, "apply", "-f", "-", stdin=CRDS)
-        kubectl(path, "wait", "--for=condition=Established", "--timeout=120s",
-                "crd/httproutes.gateway.networking.k8s.io")  # fmt: skip
-        yield path
-    finally:
-        subprocess.run([str(CONTROL_PLANE / "down.sh"), str(state), "--purge"],
-                       capture_output=True, timeout=120, check=False)  # fmt: skip
+def real(control_plane: ControlPlane) -> Iterator[tuple[ControlPlane, str]]:
+    """The module's namespace on the shared control plane, with the HTTPRoute CRD."""
+    control_plane.kubectl("apply", "-f", "-", stdin=CRDS)
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=120s",
+                          "crd/httproutes.gateway.networking.k8s.io")  # fmt: skip
+    with namespace_on(control_plane, "it-routers") as server:
+        yield control_plane, server.namespace
 
 
-def kubectl(path: str, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        ["kubectl", "--kubeconfig", path, "-n", NS, *args],
-        input=stdin, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stdout}{result.stderr}"
-    return result.stdout
-
-
-def real_client(path: str) -> ApiClient:
-    return kubernetes.config.new_client_from_config(config_file=path)
+def kubectl(real: tuple[ControlPlane, str], *args: str, stdin: str | None = None) -> str:
+    plane, namespace = real
+    return plane.kubectl("-n", namespace, *args, stdin=stdin)
 
 
 async def poll(what: str, probe: Any, *, deadline: float = 120.0) -> Any:
@@ -549,37 +503,38 @@ async def poll(what: str, probe: Any, *, deadline: float = 120.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@real_api_server
 @pytest.mark.k8s
 @pytest.mark.asyncio
-async def test_guard_undo_on_real_replica_sets(kubeconfig):
+async def test_guard_undo_on_real_replica_sets(real):
     # The Deployment controller makes the ReplicaSets and their revision numbers.
     manifest = deployment("guarded", replicas=1, image="model:1", labels={"app": "guarded"})
     del manifest["metadata"]["uid"], manifest["metadata"]["resourceVersion"]
-    kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(manifest))
-    client = real_client(kubeconfig)
+    manifest["metadata"]["namespace"] = real[1]
+    kubectl(real, "apply", "-f", "-", stdin=json.dumps(manifest))
+    client = real[0].client()
+    ns = real[1]
     try:
 
         async def two_revisions() -> list[deployments.Revision] | None:
-            found = await deployments.revisions(client, NS, "guarded")
+            found = await deployments.revisions(client, ns, "guarded")
             return found if len(found) >= 2 else None
 
         async def first_revision() -> list[deployments.Revision] | None:
-            return await deployments.revisions(client, NS, "guarded") or None
+            return await deployments.revisions(client, ns, "guarded") or None
 
         first = (await poll("revision 1", first_revision))[0]
-        kubectl(kubeconfig, "set", "image", "deployment/guarded", "model=model:2")
+        kubectl(real, "set", "image", "deployment/guarded", "model=model:2")
         history = await poll("revision 2", two_revisions)
 
-        current = await deployments.read(client, NS, "guarded")
+        current = await deployments.read(client, ns, "guarded")
         assert history[0].number == 2
         assert history[0].hash == deployments.template_hash(current)  # the RS hashes alike
-        previous = await deployments.previous_revision(client, NS, "guarded")
+        previous = await deployments.previous_revision(client, ns, "guarded")
         assert previous == first.hash
 
-        await deployments.restore(client, NS, "guarded", previous)  # type: ignore[arg-type]
+        await deployments.restore(client, ns, "guarded", previous)  # type: ignore[arg-type]
 
-        restored = await deployments.read(client, NS, "guarded")
+        restored = await deployments.read(client, ns, "guarded")
         assert restored["spec"]["template"]["spec"]["containers"][0]["image"] == "model:1"
         assert deployments.template_hash(restored) == first.hash
         assert "pod-template-hash" not in restored["spec"]["template"]["metadata"]["labels"]
@@ -587,49 +542,49 @@ async def test_guard_undo_on_real_replica_sets(kubeconfig):
         client.close()
 
 
-@real_api_server
 @pytest.mark.k8s
 @pytest.mark.asyncio
-async def test_routers_on_a_real_api_server(kubeconfig):
+async def test_routers_on_a_real_api_server(real):
     for name, image, replicas in [("fraud-v1", "model:1", 4), ("fraud-v2", "model:2", 0)]:
         manifest = deployment(name, replicas=replicas, image=image, labels={"app": name})
         del manifest["metadata"]["uid"], manifest["metadata"]["resourceVersion"]
-        kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(manifest))
+        manifest["metadata"]["namespace"] = real[1]
+        kubectl(real, "apply", "-f", "-", stdin=json.dumps(manifest))
     route = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
-        "metadata": {"name": "fraud", "namespace": NS},
+        "metadata": {"name": "fraud", "namespace": real[1]},
         "spec": {"rules": [{"backendRefs": [{"name": "fraud-v1", "port": 80}]}]},
     }
-    kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(route))
-    client = real_client(kubeconfig)
+    kubectl(real, "apply", "-f", "-", stdin=json.dumps(route))
+    client = real[0].client()
+    ns = real[1]
+    target = dataclasses.replace(TARGET, namespace=ns)
     try:
         gateway = router_for("gateway-api", client)
-        await gateway.set_weight(TARGET, 25)
-        stored_route = json.loads(kubectl(kubeconfig, "get", "httproute", "fraud", "-o", "json"))
+        await gateway.set_weight(target, 25)
+        stored_route = json.loads(kubectl(real, "get", "httproute", "fraud", "-o", "json"))
         assert stored_route["spec"]["rules"][0]["backendRefs"] == [
             {"name": "fraud-v1", "port": 80, "weight": 75},
             {"name": "fraud-v2", "port": 80, "weight": 25},
         ]
-        assert await gateway.get_weight(TARGET) == 25
+        assert await gateway.get_weight(target) == 25
 
         replicas = router_for("replicas", client)
-        await replicas.set_weight(TARGET, 50)
+        await replicas.set_weight(target, 50)
         scales = [
-            json.loads(kubectl(kubeconfig, "get", "deployment", n, "-o", "json"))["spec"][
-                "replicas"
-            ]
+            json.loads(kubectl(real, "get", "deployment", n, "-o", "json"))["spec"]["replicas"]
             for n in ("fraud-v1", "fraud-v2")
         ]
         assert scales == [2, 2]
 
-        await deployments.carry_out(PROMOTE, api=client, router=gateway, target=TARGET)
-        stable = await deployments.read(client, NS, "fraud-v1")
-        canary = await deployments.read(client, NS, "fraud-v2")
+        await deployments.carry_out(PROMOTE, api=client, router=gateway, target=target)
+        stable = await deployments.read(client, ns, "fraud-v1")
+        canary = await deployments.read(client, ns, "fraud-v2")
         assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "model:2"
         # the selector labels stay stable's own: promotion must not break the Deployment
         assert stable["spec"]["template"]["metadata"]["labels"] == {"app": "fraud-v1"}
         assert canary["spec"]["replicas"] == 0
-        assert await gateway.get_weight(TARGET) == 0
+        assert await gateway.get_weight(target) == 0
     finally:
         client.close()

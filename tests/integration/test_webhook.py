@@ -1,7 +1,7 @@
 """The sidecar webhook called as an apiserver calls it: HTTPS, AdmissionReview v1.
 
-The operator runs for real (driftline-operator against the API emulator, which
-kopf needs for discovery and for its index of ModelMonitors). Each review is
+The operator runs for real (driftline-operator against the session's API
+server, which kopf needs for discovery and for its index of ModelMonitors). Each review is
 POSTed over TLS, verified against the very certificate the server loaded;
 the base64 JSON patch in the answer is applied with `jsonpatch`, and the
 resulting pod is validated against the Kubernetes schema. Whatever happens,
@@ -24,12 +24,10 @@ import kubernetes_validate
 import pytest
 from _harness import (
     ApiServer,
+    ControlPlane,
     Operator,
     create_monitor,
-    emulated_apiserver,
     monitor,
-    real_apiserver,
-    real_cluster_problem,
     running_operator,
     wait_for,
     wait_for_ready,
@@ -41,15 +39,9 @@ from driftline_operator.tls import write_self_signed
 
 pytestmark = pytest.mark.timeout(300)
 
-NS = "ml"
+NS = "it-webhook"  # the module's namespace (conftest.module_namespace)
 SIDECAR_IMAGE = "ghcr.io/driftline/sidecar:test"  # what the harness gives the operator
 KUBERNETES_VERSION = "1.30"
-
-
-@pytest.fixture(scope="module")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    with emulated_apiserver(tmp_path_factory.mktemp("apiserver")) as server:
-        yield server
 
 
 def spec(app: str, port: str | int, **changes: Any) -> dict[str, Any]:
@@ -73,7 +65,10 @@ def operator(apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> 
             "fraud": spec("fraud", "http"),
             "numbered": spec("numbered", 8000),
             "misfit": spec("misfit", "grpc"),  # no pod of it has such a port
-            "broken": spec("broken", "http", drift={"threshold": 2}),
+            # Invalid, yet past a real apiserver's schema: latency without a quantile.
+            "broken": spec(
+                "broken", "http", slos=[{"name": "p95", "metric": "latency", "max": "200ms"}]
+            ),
         }.items():
             create_monitor(api, NS, monitor(name, body))
         for name in ("fraud", "numbered", "misfit"):
@@ -266,38 +261,12 @@ def test_an_injection_error_admits_the_pod_with_a_warning(operator: Operator):
 # -- through a real apiserver -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, Operator]]:
-    problem = real_cluster_problem()
-    if problem:
-        pytest.skip(problem)
-    tmp = tmp_path_factory.mktemp("cluster-operator")
-    write_self_signed(tmp / "tls")
-    with (
-        real_apiserver() as server,
-        running_operator(
-            server, tmp, cert_dir=tmp / "tls", operator_namespace="driftline-system"
-        ) as running,
-    ):
-        api = server.client()
-        create_monitor(api, server.namespace, monitor("fraud", spec("fraud", "http")))
-        wait_for_ready(api, server.namespace, "fraud", status="True", reason="SidecarConfigured")
-        wait_for(
-            "the webhook to know ModelMonitor fraud",
-            lambda: (
-                "patch"
-                in call(
-                    running,
-                    review(pod("fraud", namespace=server.namespace), namespace=server.namespace),
-                )
-            ),
-        )
-        yield server, running
-
-
 @pytest.mark.k8s
-def test_the_apiserver_injects_through_the_webhook(cluster: tuple[ApiServer, Operator]):
-    server, running = cluster
+def test_the_apiserver_injects_through_the_webhook(
+    control_plane: ControlPlane, apiserver: ApiServer, operator: Operator
+):
+    server, running = apiserver, operator
+    assert server.namespace == NS
     api = server.client()
     core = CoreV1Api(api)
     # Only this test's namespace goes through the webhook (no metadata.name label before 1.21).
