@@ -20,7 +20,7 @@ from driftline_sidecar.config import SidecarConfig
 from driftline_sidecar.counts import Binning, Layout
 from driftline_sidecar.metrics import SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog
-from driftline_sidecar.protocols import Extracted, UnparsableBody, extract
+from driftline_sidecar.protocols import Extracted, Extractor, UnparsableBody
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,12 @@ class CaptureWorker:
         self._flush_interval = flush_interval
         self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=config.capture.queue_size)
         self._dropped = metrics.dropped["capture"]
+        # Compiled once: ``extract`` would rebuild its cache key on every call.
+        self._extractor = Extractor(
+            protocol=config.model.protocol,
+            features=layout.features,
+            prediction=config.model.prediction,
+        )
 
     def submit(self, exchange: Exchange) -> None:
         """Hand an exchange over without waiting; a full queue drops it (counted)."""
@@ -129,18 +135,10 @@ class CaptureWorker:
         self._count_predictions(batch)
 
     async def _extract(self, exchange: Exchange) -> Extracted | None:
-        model = self._config.model
-        kwargs: dict[str, Any] = {
-            "protocol": model.protocol,
-            "features": self._layout.features,
-            "prediction": model.prediction,
-        }
         try:
             if len(exchange.request) + len(exchange.response) > THREAD_PARSE_BYTES:
-                return await asyncio.to_thread(
-                    extract, exchange.request, exchange.response, **kwargs
-                )
-            return extract(exchange.request, exchange.response, **kwargs)
+                return await asyncio.to_thread(self._extractor, exchange.request, exchange.response)
+            return self._extractor(exchange.request, exchange.response)
         except UnparsableBody:
             return None
         except Exception:  # an extractor bug must not lose the batch

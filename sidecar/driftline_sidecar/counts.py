@@ -66,10 +66,15 @@ class Binning:
         return bin_numeric(_numbers(values), self.edges, low=self.low, high=self.high)
 
 
-def _numbers(values: Sequence[Any]) -> list[float | None]:
+def _numbers(values: Sequence[Any]) -> Sequence[float | None]:
     # A string or bool where a number belongs is a schema violation the
     # extractor counts; here it is simply not a value.
+    if set(map(type, values)) <= _PLAIN_NUMBERS:  # the usual case, checked at C speed
+        return values
     return [v if isinstance(v, int | float) and not isinstance(v, bool) else None for v in values]
+
+
+_PLAIN_NUMBERS = frozenset({int, float, type(None)})
 
 
 def _from_profile(name: str, profile: NumericProfile | CategoricalProfile) -> Binning:
