@@ -9,7 +9,10 @@ the direct baseline measured in the same run:
 - throughput with a fixed number of concurrent clients;
 - latency p50/p99 at a fixed 300 req/s, and what the proxy adds to them;
 - the sidecar's CPU seconds per request (``/proc/<pid>/stat``) and its RSS;
-- an nginx ``proxy_pass`` column as the floor, when ``/usr/sbin/nginx`` exists.
+- an nginx ``proxy_pass`` column as the floor, when ``/usr/sbin/nginx`` exists;
+- with ``--baseline-src DIR``, one more sidecar column run from another source
+  tree (e.g. ``git archive <commit> sidecar | tar -x -C DIR``), to compare two
+  versions under the same load in the same run.
 
 The sidecar runs with full capture on (20 binned features, prediction and
 score, prediction log sampled at 1 %) and tracing off (no ``OTEL_*``).
@@ -240,6 +243,22 @@ def report(columns: list[Column], args: argparse.Namespace) -> None:
         ("proxy CPU us/req", lambda c: "-" if c.cpu_us is None else f"{c.cpu_us:.0f}"),
         ("proxy RSS MB", lambda c: "-" if c.rss_mb is None else f"{c.rss_mb:.1f}"),
     ]
+    nginx = next((c for c in columns if c.name == "nginx"), None)
+    if nginx is not None and nginx.cpu_us and nginx.p50_ms > direct.p50_ms:
+        rows += [
+            (
+                "  CPU vs nginx",
+                lambda c: "-" if not c.cpu_us else f"{c.cpu_us / nginx.cpu_us:.2f}x",
+            ),
+            (
+                "  added p50 vs nginx",
+                lambda c: (
+                    "-"
+                    if c is direct
+                    else f"{(c.p50_ms - direct.p50_ms) / (nginx.p50_ms - direct.p50_ms):.2f}x"
+                ),
+            ),
+        ]
     for label, cell in rows:
         print(f"{label:24}" + "".join(f"{cell(c):>16}" for c in columns))
     sidecar = next(c for c in columns if c.name == "sidecar")
@@ -260,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     parser.add_argument("--rate", type=float, default=300.0, help="req/s for the latency run")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="a directory holding another sidecar/ source tree: measured as one more column",
+    )
     args = parser.parse_args(argv)
     payload = body()
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
@@ -281,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for name, url, pid in targets:
             columns.append(uvloop.run(measure(name, url, payload, args, pid)))
+        if args.baseline_src is not None:
+            columns.append(baseline_column(args, model_port, workdir, payload))
         if Path(NGINX).exists():
             nginx_port = free_port()
             conf = nginx_config(model_port, nginx_port, workdir)
@@ -302,6 +328,28 @@ def main(argv: list[str] | None = None) -> int:
           f"dropped {snapshot['capture']['dropped']})")  # fmt: skip
     report(columns, args)
     return 0
+
+
+def baseline_column(
+    args: argparse.Namespace, model_port: int, workdir: Path, payload: bytes
+) -> Column:
+    """The same sidecar config, run from the source tree in ``--baseline-src``."""
+    port, admin = free_port(), free_port()
+    base = workdir / "baseline"
+    base.mkdir()
+    config = sidecar_config(model_port, port, admin, base)
+    command = [sys.executable, "-m", "driftline_sidecar.main", "--config", str(config)]
+    command += ["--log-level", "warning"]
+    env = {**os.environ, "PYTHONPATH": str(args.baseline_src.resolve() / "sidecar")}
+    with open(base / "sidecar.log", "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_port(port, process)
+        url = f"http://127.0.0.1:{port}/predict"
+        return uvloop.run(measure("baseline", url, payload, args, process.pid))
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
 
 
 def urlopen_text(url: str) -> str:
