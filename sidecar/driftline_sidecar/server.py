@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic
 
@@ -64,7 +65,10 @@ class _Relay:
         exchange = self._exchange
         exchange.status = head.status
         self._no_body = exchange.method == b"HEAD" or head.status in NO_BODY_STATUS
-        self._chunked = not self._no_body and head.content_length is None
+        unframed = not self._no_body and head.content_length is None
+        if unframed and self._client.http10:
+            exchange.keep_alive = False  # HTTP/1.0 knows no chunks: the end is the close
+        self._chunked = unframed and not self._client.http10
         extra = [b"transfer-encoding: chunked"] if self._chunked else []
         self._out.append(self._client.proxy.response_head(head, exchange, extra))
 
@@ -96,6 +100,7 @@ class _ClientConnection(asyncio.Protocol):
         self._wakeup: asyncio.Future[None] | None = None
         self._request: _Request | None = None  # being parsed
         self._exchange: Exchange | None = None  # being answered
+        self.http10 = False  # the request being answered is HTTP/1.0
         self._client: tuple[str, int] | None = None
         self.busy = False
         self.idle_since = monotonic()
@@ -210,6 +215,7 @@ class _ClientConnection(asyncio.Protocol):
             if request.expect_continue:
                 self.write(CONTINUE)
             await request.complete
+        self.http10 = request.version == "1.0"
         exchange = self._exchange = self.proxy.begin(
             request.method,
             request.target,
@@ -231,7 +237,20 @@ class _ClientConnection(asyncio.Protocol):
         finally:
             self._exchange = None
             self.proxy.finish(exchange)
-        return request.keep_alive
+        return exchange.keep_alive
+
+    def idle(self) -> bool:
+        return not self.busy and not self._queue
+
+    def close(self) -> None:
+        self.closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self._transport is not None:
+            self._transport.abort()
 
     def _bad_request(self, problem: str) -> None:
         body = json.dumps({"error": f"invalid HTTP request: {problem}"}).encode()
@@ -267,12 +286,10 @@ class ProxyServer:
             await asyncio.sleep(1.0)
             self._close_where(lambda c: monotonic() - c.idle_since > KEEPALIVE_SECONDS)
 
-    def _close_where(self, predicate: object) -> None:
+    def _close_where(self, predicate: Callable[[_ClientConnection], bool]) -> None:
         for connection in list(self.connections):
-            if not connection.busy and not connection._queue and predicate(connection):  # type: ignore[operator]
-                connection.closing = True
-                if connection._transport is not None:
-                    connection._transport.close()
+            if connection.idle() and predicate(connection):
+                connection.close()
 
     async def shutdown(self, *, timeout: float) -> None:
         """Stop accepting, let requests in flight finish (up to ``timeout``), close the rest."""
@@ -289,8 +306,7 @@ class ProxyServer:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
             with contextlib.suppress(Exception):
-                if connection._transport is not None:
-                    connection._transport.abort()
+                connection.abort()
         self.proxy.close()
 
 

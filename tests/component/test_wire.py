@@ -129,6 +129,19 @@ def test_chunked_request_body_reaches_the_model_whole(sidecar: Sidecar) -> None:
     assert "transfer-encoding" not in seen
 
 
+def test_http10_client_gets_an_unchunked_stream_ended_by_the_close(sidecar: Sidecar) -> None:
+    with _connect(sidecar) as sock:
+        sock.sendall(b"GET /stream?chunks=3&size=1000&delay_ms=10 HTTP/1.0\r\n\r\n")
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"transfer-encoding" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert body == b"".join(bytes([i]) * 1000 for i in range(3))
+
+
 @pytest.mark.parametrize("code", [204, 304])
 def test_bodiless_statuses_and_head_keep_the_connection_usable(
     plain_server: str, sidecar_factory: Callable[..., Sidecar], code: int
