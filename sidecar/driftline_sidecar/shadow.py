@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from random import random
@@ -88,21 +88,33 @@ def _values(predictions: Sequence[Any], scores: Sequence[float | None]) -> list[
     return None
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode("latin-1") if isinstance(value, bytes) else value
-
-
-Headers = Iterable[tuple[str | bytes, str | bytes]]
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    request: bytes  # as sent to the model: HTTP/1.1 head and body
+    status: int  # stable's answer (the sidecar's own 502/504 included)
+    response: bytes | None  # stable's body, None when not kept (error, too large)
 
 
 @dataclass(frozen=True, slots=True)
-class _Exchange:
+class _Request:
     method: str
     target: str  # raw path and query
-    headers: Headers  # as the proxy sends them upstream (hop-by-hop headers removed)
+    headers: list[tuple[str, str]]
     body: bytes
-    status: int  # stable's answer (the sidecar's own 502/504 included)
-    response: bytes | None  # stable's body, None when not kept (error, too large)
+
+
+def parse_request(request: bytes) -> _Request:
+    """Split a request the proxy built (``Proxy.begin``: one ``name: value`` per
+    line, hop-by-hop headers already removed) into what the client sends again."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    line, *fields = head.decode("latin-1").split("\r\n")
+    method, target, _ = line.split(" ", 2)
+    headers = []
+    for field in fields:
+        name, _, value = field.partition(":")
+        if name.lower() != "content-length":  # the client sets it from the body
+            headers.append((name, value.strip()))
+    return _Request(method, target, headers, body)
 
 
 class ShadowMirror:
@@ -146,23 +158,21 @@ class ShadowMirror:
     def offer(
         self,
         *,
-        method: str | bytes,
-        target: str | bytes,
-        headers: Headers,
-        body: bytes,
+        request: bytes,
         status: int,
         response: bytes | None,
         upstream_seconds: float | None,
     ) -> None:
         """Maybe mirror one finished exchange; never waits, never raises for the
-        caller. ``response`` is stable's body (None if it was not kept) and
+        caller. ``request`` is what the model was sent (head and body),
+        ``response`` stable's body (None if it was not kept) and
         ``upstream_seconds`` its time to response headers (None: no answer)."""
         if not self._fraction or random() >= self._fraction:
             return
         if self._in_flight >= self._limit:
             self._dropped.inc()
             return
-        exchange = _Exchange(_text(method), _text(target), headers, body, status, response)
+        exchange = _Exchange(request, status, response)
         self._in_flight += 1
         self._metrics.shadow_in_flight.inc()
         self._mirrored.inc()
@@ -184,25 +194,26 @@ class ShadowMirror:
 
     async def _mirror(self, exchange: _Exchange, base: str | None) -> None:
         try:
-            answer = await self._send(exchange, base)
+            request = parse_request(exchange.request)
+            answer = await self._send(request, base)
             if answer is not None:
-                await self._compare(exchange, *answer)
+                await self._compare(exchange, request.body, *answer)
         except Exception:  # the sidecar's own work must never surface anywhere
-            log.exception("shadow: mirroring %s %s failed", exchange.method, exchange.target)
+            log.exception("shadow: mirroring a request failed")
         finally:
             self._in_flight -= 1
             self._metrics.shadow_in_flight.dec()
 
-    async def _send(self, exchange: _Exchange, base: str | None) -> tuple[int, bytes] | None:
+    async def _send(self, request: _Request, base: str | None) -> tuple[int, bytes] | None:
         """The shadow's status and body, or None when it failed (counted)."""
         errors = self._metrics.shadow_errors["shadow"]
         started = perf_counter()
         try:
             async with self._session.request(
-                exchange.method,
-                URL(f"{base}{exchange.target}", encoded=True),
-                headers=[(_text(name), _text(value)) for name, value in exchange.headers],
-                data=exchange.body or None,
+                request.method,
+                URL(f"{base}{request.target}", encoded=True),
+                headers=request.headers,
+                data=request.body or None,
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
@@ -210,7 +221,7 @@ class ShadowMirror:
                 status = response.status
                 body = await response.read()
         except (TimeoutError, aiohttp.ClientError) as error:
-            log.debug("shadow: %s %s: %r", exchange.method, exchange.target, error)
+            log.debug("shadow: %s %s: %r", request.method, request.target, error)
             errors.inc()
             return None
         if status >= 500:
@@ -218,15 +229,15 @@ class ShadowMirror:
             return None
         return status, body
 
-    async def _compare(self, exchange: _Exchange, status: int, body: bytes) -> None:
+    async def _compare(self, exchange: _Exchange, sent: bytes, status: int, body: bytes) -> None:
         stable = exchange.response
         if stable is None or not (200 <= exchange.status < 300 and 200 <= status < 300):
             return
         compare = partial(compare_answers, extractor=self._extractor, task=self._task)
-        if len(exchange.body) + len(stable) + len(body) > THREAD_COMPARE_BYTES:
-            outcome = await asyncio.to_thread(compare, exchange.body, stable, body)
+        if len(sent) + len(stable) + len(body) > THREAD_COMPARE_BYTES:
+            outcome = await asyncio.to_thread(compare, sent, stable, body)
         else:
-            outcome = compare(exchange.body, stable, body)
+            outcome = compare(sent, stable, body)
         if outcome is None:
             return
         metrics = self._metrics

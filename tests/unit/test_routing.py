@@ -14,21 +14,27 @@ from driftline_sidecar.config import PredictionConfig, RoutingConfig
 from driftline_sidecar.protocols import Extractor
 from driftline_sidecar.routing import CanarySplit
 from driftline_sidecar.routing_metrics import RoutingMetrics, shadow_counts
-from driftline_sidecar.shadow import Outcome, compare_answers
+from driftline_sidecar.shadow import Outcome, compare_answers, parse_request
 
 CANARY = "http://fraud-canary.ml.svc:80"
 
 
 def test_weight_zero_and_hundred_are_absolute() -> None:
-    split = CanarySplit(RoutingConfig(canary_url=CANARY + "/", canary_weight=0))
+    split = CanarySplit(RoutingConfig(canary_url=CANARY + "/", canary_weight=0), timeout_seconds=5)
     assert all(split.pick() is None for _ in range(10_000))
+    canary = split.canary
+    assert canary is not None and canary.url == CANARY and canary.host == b"fraud-canary.ml.svc:80"
     split.update(RoutingConfig(canary_url=CANARY, canary_weight=100))
-    assert all(split.pick() == CANARY for _ in range(10_000))
+    assert split.canary is canary  # same URL: the pool is kept
+    assert all(split.pick() is canary for _ in range(10_000))
     assert split.weight == 100.0
+    split.update(RoutingConfig(canary_url="https://other.ml.svc/base/", canary_weight=100))
+    other = split.canary
+    assert other is not None and other is not canary and other.prefix == b"/base"
 
 
 def test_weight_is_the_share_of_requests() -> None:
-    split = CanarySplit(RoutingConfig(canary_url=CANARY, canary_weight=30))
+    split = CanarySplit(RoutingConfig(canary_url=CANARY, canary_weight=30), timeout_seconds=5)
     n = 20_000
     hits = sum(split.pick() is not None for _ in range(n))
     # Two-sided binomial test at 1e-6: a correct split essentially never fails it.
@@ -36,7 +42,7 @@ def test_weight_is_the_share_of_requests() -> None:
 
 
 def test_a_weight_without_a_url_keeps_every_request_local(caplog: pytest.LogCaptureFixture) -> None:
-    split = CanarySplit(RoutingConfig(canary_weight=50))
+    split = CanarySplit(RoutingConfig(canary_weight=50), timeout_seconds=5)
     assert all(split.pick() is None for _ in range(1000))
     assert split.weight == 0.0
     assert "canary_url is not set" in caplog.text
@@ -171,3 +177,19 @@ def test_shadow_counts_read_back_what_the_metrics_counted() -> None:
     assert stable.counts[stable.bounds.index(0.005)] == 2
     assert stable.counts[stable.bounds.index(0.2)] == 1
     assert counts.shadow_latency.counts[-1] == 1 and counts.shadow_latency.count == 1
+
+
+def test_a_request_the_proxy_built_is_sent_again_as_it_was() -> None:
+    body = b'{"f0": 1}\r\n\r\n'  # a body may hold blank lines
+    request = parse_request(
+        b"POST /v1/models/m:predict?a=%2F HTTP/1.1\r\nhost: fraud.ml\r\n"
+        b"x-custom: a: b\r\ncontent-length: 13\r\nx-request-id: r1\r\n\r\n" + body
+    )
+    assert (request.method, request.target, request.body) == (
+        "POST",
+        "/v1/models/m:predict?a=%2F",
+        body,
+    )
+    assert request.headers == [("host", "fraud.ml"), ("x-custom", "a: b"), ("x-request-id", "r1")]
+    bodiless = parse_request(b"GET /healthz HTTP/1.1\r\nhost: h\r\n\r\n")
+    assert (bodiless.method, bodiless.body, bodiless.headers) == ("GET", b"", [("host", "h")])
