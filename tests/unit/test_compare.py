@@ -8,6 +8,7 @@ from scipy.spatial import distance
 from driftline_operator.compare import (
     compare,
     histogram_quantile,
+    homogeneity_p_value,
     judge_alone,
     judge_shadow,
     score_distance,
@@ -228,3 +229,26 @@ def test_shadow_regression_and_errors():
     erroring = ShadowCounts(compared=500, agreed=500, mirrored=600, shadow_errors=100)
     verdict = judge_shadow(erroring, COMPARISON)
     assert [c.name for c in verdict.failed] == ["errorRate"]
+
+
+def test_score_drift_by_chance_in_small_windows_is_not_a_failure():
+    rng = np.random.default_rng(3)
+    chance_failures = 0
+    for _ in range(200):
+        stable = rng.multinomial(900, [0.1] * 10).tolist()
+        canary = rng.multinomial(100, [0.1] * 10).tolist()
+        check = compare(
+            window(ok=900, scores=stable), window(ok=100, scores=canary, role="canary"), COMPARISON
+        ).checks[-1]
+        assert check.name == "scoreDrift"
+        chance_failures += check.verdict == "fail"
+    # By distance alone most of these would fail (JS ~0.13 > 0.1); with the
+    # significance test about alpha (5 %) of healthy windows do, well under 10 %.
+    assert chance_failures <= 200 * 0.10
+
+
+def test_homogeneity_p_value_is_scipy_chi2_contingency():
+    a, b = [30, 50, 0, 20], [10, 40, 0, 50]
+    expected = stats.chi2_contingency([[30, 50, 20], [10, 40, 50]], correction=False).pvalue
+    assert homogeneity_p_value(a, b) == pytest.approx(expected)
+    assert homogeneity_p_value([5, 0], [7, 0]) == 1.0
