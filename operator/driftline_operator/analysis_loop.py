@@ -2,8 +2,9 @@
 
 A tick lists the selected pods, counts them, turns the injected, running
 ones into collection targets, hands those and the reference profile to the
-analysis (`monitor.MonitorRunner`), and merges what comes back into `.status`. The daemon in `handlers` owns the timing and posts
-the returned Events through kopf.
+analysis (`monitor.MonitorRunner`), lets the rollout act on the windows
+(`rollout_loop.RolloutLoop`), and merges what both give into `.status`. The
+daemon in `handlers` owns the timing and posts the returned Events through kopf.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from kubernetes.client import ApiClient
@@ -22,9 +24,10 @@ from driftline_operator.collect import PodTarget
 from driftline_operator.crd import ModelMonitorSpec, PodCounts
 from driftline_operator.inject import is_injected, selects
 from driftline_operator.monitor import AnalysisOutcome, MonitorRunner
+from driftline_operator.render import ROLE_LABEL  # canary / shadow pods carry it
+from driftline_operator.rollout import CONTROL_ANNOTATION
+from driftline_operator.rollout_loop import RolloutLoop, RolloutOutcome
 from driftline_sidecar.profile import ReferenceProfile
-
-ROLE_LABEL = "driftline.io/role"  # canary / shadow pods carry it; the rest are stable
 
 Event = tuple[str, str, str]  # (type, reason, message), as kopf.event takes them
 
@@ -60,11 +63,14 @@ def status_patch(
     outcome: AnalysisOutcome,
     conditions: Iterable[Mapping[str, Any]],
     now: str,
+    rollout: RolloutOutcome | None = None,
 ) -> dict[str, Any]:
     """The analysis' status plus fresh pod counts, its conditions upserted into
-    the current ones (a merge patch replaces lists whole, so Ready must stay)."""
+    the current ones (a merge patch replaces lists whole, so Ready must stay),
+    and the rollout's fields, whose phase wins while a rollout acts."""
     merged = [dict(c) for c in conditions]
-    for condition in outcome.conditions:
+    extra = rollout.conditions if rollout is not None else []
+    for condition in [*outcome.conditions, *extra]:
         merged = status.upsert_condition(
             merged,
             type=condition["type"],
@@ -75,7 +81,12 @@ def status_patch(
         )
     pods = counts.model_dump(by_alias=True)
     pods["unreachable"] = (outcome.status.get("pods") or {}).get("unreachable", [])
-    return {**outcome.status, "pods": pods, "conditions": merged}
+    return {
+        **outcome.status,
+        **(rollout.status if rollout is not None else {}),
+        "pods": pods,
+        "conditions": merged,
+    }
 
 
 def parse_reference(text: str) -> tuple[ReferenceProfile, str]:
@@ -95,15 +106,23 @@ class AnalysisLoop:
         name: str,
         previous_status: Mapping[str, Any] | None,
         logger: logging.Logger | logging.LoggerAdapter[Any],
+        admin_token: str | None = None,
     ) -> None:
         self._api = api
         self._namespace = namespace
         self._name = name
         self._logger = logger
         self._runner = MonitorRunner(namespace, name, previous_status=previous_status)
+        self._rollout = RolloutLoop(
+            api=api, namespace=namespace, name=name, admin_token=admin_token, logger=logger
+        )
         self._reference_problem: str | None = None
 
     async def tick(self, *, spec: ModelMonitorSpec, body: Mapping[str, Any]) -> list[Event]:
+        # Read afresh: the rollout's state and controls must be what the API
+        # holds now, not what the watch last delivered.
+        fresh = await asyncio.to_thread(kube.get_monitor, self._api, self._namespace, self._name)
+        monitor = fresh if fresh is not None else body
         pods = await asyncio.to_thread(kube.list_pods, self._api, self._namespace, spec.selector)
         counts = status.pod_counts(pods, spec.selector)
         events: list[Event] = []
@@ -111,14 +130,34 @@ class AnalysisLoop:
         outcome = await self._runner.run(
             spec=spec, pods=pod_targets(pods, spec), profile=profile, profile_sha=sha
         )
-        current = (body.get("status") or {}).get("conditions") or []
+        rollout = await self._rollout.tick(
+            spec=spec, monitor=monitor, pods=pods, windows=outcome.windows
+        )
+        current = (monitor.get("status") or {}).get("conditions") or []
         patch = status_patch(
-            counts=counts, outcome=outcome, conditions=current, now=status.now_rfc3339()
+            counts=counts,
+            outcome=outcome,
+            conditions=current,
+            now=status.now_rfc3339(),
+            rollout=rollout,
         )
+        version = (monitor.get("metadata") or {}).get("resourceVersion")
         await asyncio.to_thread(
-            kube.patch_monitor_status, self._api, self._namespace, self._name, patch
+            partial(kube.patch_monitor_status, resource_version=version),
+            self._api,
+            self._namespace,
+            self._name,
+            patch,
         )
-        return events + outcome.events
+        if rollout.clear_control:
+            await asyncio.to_thread(
+                kube.remove_monitor_annotation,
+                self._api,
+                self._namespace,
+                self._name,
+                CONTROL_ANNOTATION,
+            )
+        return events + outcome.events + rollout.events
 
     async def _reference(
         self, spec: ModelMonitorSpec, events: list[Event]

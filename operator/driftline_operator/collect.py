@@ -71,6 +71,7 @@ class Windows:
     """What one collection gave: a window per role, and pods left out of them."""
 
     roles: dict[str, Window] = field(default_factory=dict)
+    pods: dict[str, Snapshot] = field(default_factory=dict)  # each pod's own window, by name
     baseline: list[str] = field(default_factory=list)  # first seen: counts start now
     skipped: dict[str, str] = field(default_factory=dict)  # pod -> why its counts were left out
 
@@ -114,6 +115,7 @@ class WindowTracker:
                 result.baseline.append(pod)
                 continue
             per_role.setdefault(current.role, []).append((pod, window, max(seconds, 0.0)))
+            result.pods[pod] = window
         for role, pods in per_role.items():
             accepted = _same_profile(pods, profile_sha256, result.skipped)
             if accepted:

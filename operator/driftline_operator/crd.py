@@ -375,7 +375,11 @@ class Rollout(_Spec):
         default="none", description="How a new model version is brought in."
     )
     stable_ref: ObjectRef | None = Field(
-        default=None, description="canary: the Deployment serving the current version."
+        default=None,
+        description=(
+            "canary: the Deployment serving the current version; guard: the Deployment to "
+            "guard (default: the one owning the selected pods)."
+        ),
     )
     canary_ref: ObjectRef | None = Field(
         default=None, description="canary: the Deployment serving the candidate."

@@ -21,6 +21,7 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
+from driftline_operator.render import ROLE_LABEL
 from driftline_operator.rollout import (
     Action,
     PromoteCanary,
@@ -43,6 +44,8 @@ from driftline_operator.routers._kube import (
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
+# Canary pods carry driftline.io/role: canary (render.ROLE_LABEL); it says where
+# a template runs, not what it runs, so hashes ignore it and promotion drops it.
 
 
 def template_of(obj: Obj) -> Obj:
@@ -60,11 +63,11 @@ def _selector_labels(obj: Obj) -> dict[str, str]:
 
 def template_hash(obj: Obj) -> str:
     """What a template runs, ignoring the labels its owner selects pods by
-    (they differ between stable and canary by necessity)."""
+    (they differ between stable and canary by necessity) and the role label."""
     template = template_of(obj)
     labels = template.get("metadata", {}).get("labels")
     if labels:
-        for key in _selector_labels(obj):
+        for key in [*_selector_labels(obj), ROLE_LABEL]:
             labels.pop(key, None)
     canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
@@ -89,15 +92,18 @@ async def copy_template(api: ApiClient, namespace: str, name: str, template: Obj
 async def promote(api: ApiClient, namespace: str, *, stable: str, canary: str) -> None:
     """The stable Deployment takes the canary's pod template, except the
     labels each Deployment selects its pods by: stable keeps its own (else
-    the API refuses a template its selector does not match)."""
+    the API refuses a template its selector does not match), and the role
+    label: promoted pods are stable, whatever the canary's were."""
     source = await read(api, namespace, canary)
     template = template_of(source)
     metadata = template.setdefault("metadata", {})
     labels = {k: v for k, v in (metadata.get("labels") or {}).items()}
-    for key in _selector_labels(source):
+    for key in [*_selector_labels(source), ROLE_LABEL]:
         labels.pop(key, None)
     target = await read(api, namespace, stable)
-    metadata["labels"] = {**labels, **_selector_labels(target)}
+    own_role = (template_of(target).get("metadata", {}).get("labels") or {}).get(ROLE_LABEL)
+    role = {ROLE_LABEL: own_role} if own_role is not None else {}
+    metadata["labels"] = {**labels, **role, **_selector_labels(target)}
     await copy_template(api, namespace, stable, template)
 
 
@@ -120,6 +126,7 @@ class Revision:
     number: int  # the deployment.kubernetes.io/revision annotation
     hash: str  # template_hash of its template
     template: Obj
+    name: str = ""  # the ReplicaSet's name (its pods name it as their owner)
 
 
 async def revisions(api: ApiClient, namespace: str, name: str) -> list[Revision]:
@@ -135,7 +142,12 @@ async def revisions(api: ApiClient, namespace: str, name: str) -> list[Revision]
         number = (replica_set["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION)
         if number is not None:
             found.append(
-                Revision(int(number), template_hash(replica_set), template_of(replica_set))
+                Revision(
+                    int(number),
+                    template_hash(replica_set),
+                    template_of(replica_set),
+                    replica_set["metadata"].get("name", ""),
+                )
             )
     return sorted(found, key=lambda r: r.number, reverse=True)
 
@@ -165,16 +177,19 @@ async def carry_out(
     actions: Sequence[Action],
     *,
     api: ApiClient,
-    router: Router,
+    router: Router | None,
     target: RouteTarget,
     deployment: str | None = None,
 ) -> None:
     """Take a decision's actions in order. `deployment` is the guarded
-    Deployment (guard strategy); the others act on the target's pair."""
+    Deployment (guard strategy, which routes nothing: `router` None); the
+    others act on the target's pair."""
     namespace = target.namespace
     for action in actions:
         match action:
             case SetWeight(weight=weight):
+                if router is None:
+                    raise RouterError(f"{action} needs a traffic router")
                 await router.set_weight(target, weight)
             case StartCanary():
                 if getattr(router, "scales_pods", False):

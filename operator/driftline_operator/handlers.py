@@ -7,7 +7,8 @@ and writes the answer back as a status patch, an Event or a JSON patch.
 Deletion: the analysis daemon makes kopf put a finalizer on every
 ModelMonitor anyway (to stop the daemon cleanly), so the `cleanup` handler
 deletes the sidecar ConfigMap explicitly; the ConfigMap's ownerReference
-stays as the safety net for when the operator is not running.
+stays as the safety net for when the operator is not running (and is all
+the admin token Secret has: the operator never reads Secrets, see `tokens`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 
 import jsonpatch
 import kopf
+import yaml
 from pydantic import ValidationError
 
-from driftline_operator import admission, inject, kube, render, status
+from driftline_operator import admission, inject, kube, render, status, tokens
 from driftline_operator.analysis_loop import AnalysisLoop
 from driftline_operator.crd import (
     GROUP,
@@ -33,6 +35,7 @@ from driftline_operator.crd import (
 )
 from driftline_operator.settings import OperatorConfig
 from driftline_operator.tls import write_self_signed
+from driftline_sidecar.config import RoutingConfig
 
 MONITORS = (GROUP, VERSION, PLURAL)
 
@@ -83,6 +86,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if "config" not in memo:  # run as `kopf run handlers.py` rather than driftline-operator
         memo.config = OperatorConfig.from_env()
     memo.api = kube.connect()
+    memo.admin_key = tokens.operator_key(memo.config.keyfile)
     # Keep kopf's bookkeeping in annotations: the CRD's status schema is structural.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
@@ -128,14 +132,67 @@ def reconcile(
         _warn(body, reason=status.REFERENCE_NOT_FOUND, message=missing)
         raise kopf.TemporaryError(missing, delay=REFERENCE_RETRY_SECONDS)
 
-    manifest = render.config_map(name, namespace, spec, owner=raw)
+    routing, routing_problem = _routing(memo.api, namespace, name, spec)
+    manifest = render.config_map(name, namespace, spec, owner=raw, routing=routing)
     kube.apply_config_map(memo.api, manifest)
+    token = tokens.admin_token(memo.admin_key, namespace=namespace, name=name, uid=_uid(body))
+    kube.apply_secret(memo.api, render.admin_secret(name, namespace, token=token, owner=raw))
     counts = status.pod_counts(kube.list_pods(memo.api, namespace, spec.selector), spec.selector)
     patch.status.update(
         status.ready(raw, config_map=manifest["metadata"]["name"], pods=counts, now=now)
     )
     if counts.not_injected:
         _warn(body, reason="PodsNotInjected", message=status.describe_pods(counts))
+    if routing_problem is not None:
+        _warn(body, reason="ShadowServiceNotFound", message=routing_problem)
+        raise kopf.TemporaryError(routing_problem, delay=REFERENCE_RETRY_SECONDS)
+
+
+def _uid(body: kopf.Body) -> str:
+    return str(body.get("metadata", {}).get("uid", ""))
+
+
+def _routing(
+    api: Any, namespace: str, name: str, spec: ModelMonitorSpec
+) -> tuple[RoutingConfig, str | None]:
+    """The sidecars' routing section, and what keeps it from being complete.
+
+    shadow: the mirror's URL (a named Service port resolved to its number).
+    canary with the sidecar router: the weight the rollout has set so far,
+    kept from the current ConfigMap, so re-rendering (a restarted operator,
+    a spec change) never sends canary traffic back to stable behind its back.
+    """
+    rollout = spec.rollout
+    if rollout.strategy == "shadow" and rollout.shadow_service is not None:
+        service = rollout.shadow_service
+        port = service.port
+        if isinstance(port, str) and not port.isdigit():
+            found = kube.read_service(api, namespace, service.name) or {}
+            numbers = [
+                p["port"]
+                for p in (found.get("spec") or {}).get("ports", [])
+                if p.get("name") == port
+            ]
+            if not numbers:
+                where = f"spec.rollout.shadowService: Service {namespace}/{service.name}"
+                problem = (
+                    f"{where} not found" if not found else f"{where} has no port named {port!r}"
+                )
+                return RoutingConfig(), f"{problem}; nothing is mirrored until it exists"
+            port = numbers[0]
+        return render.shadow_routing(spec, namespace=namespace, port=int(port)), None
+    if rollout.strategy == "canary" and rollout.router == "sidecar":
+        current = kube.read_config_map(api, namespace, render.config_map_name(name)) or {}
+        text = (current.get("data") or {}).get(render.CONFIG_KEY)
+        try:
+            document = yaml.safe_load(text) if text else None
+            routing = RoutingConfig.model_validate((document or {}).get("routing") or {})
+        except (yaml.YAMLError, ValidationError, AttributeError):
+            routing = RoutingConfig()  # not ours to repair: the next weight rewrites it
+        return RoutingConfig(
+            canary_url=routing.canary_url, canary_weight=routing.canary_weight
+        ), None
+    return RoutingConfig(), None
 
 
 def _missing_reference(api: Any, namespace: str, spec: ModelMonitorSpec) -> str | None:
@@ -188,6 +245,9 @@ async def analysis(
         name=name,
         previous_status=body.get("status"),
         logger=logger,
+        admin_token=tokens.admin_token(
+            memo.admin_key, namespace=namespace, name=name, uid=_uid(body)
+        ),
     )
     try:
         while not stopped:

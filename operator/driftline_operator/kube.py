@@ -64,6 +64,17 @@ def read_config_map(api: ApiClient, namespace: str, name: str) -> dict[str, Any]
         raise
 
 
+def read_service(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return _json(
+            CoreV1Api(api).read_namespaced_service(name, namespace, _preload_content=False)
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 def apply_config_map(api: ApiClient, manifest: dict[str, Any]) -> dict[str, Any]:
     """Create the ConfigMap, or replace its data, labels and owners if it exists."""
     core = CoreV1Api(api)
@@ -113,25 +124,106 @@ def _drop_empty_strings(value: Any) -> Any:
     return value
 
 
+CONFLICT_RETRIES = 5
+
+
+def get_monitor(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return _json(
+            CustomObjectsApi(api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
+            )
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 def patch_monitor_status(
-    api: ApiClient, namespace: str, name: str, status: dict[str, Any]
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    status: dict[str, Any],
+    *,
+    resource_version: str | None = None,
 ) -> dict[str, Any]:
     """Merge `status` into the ModelMonitor's status subresource.
 
-    Empty strings are left out: a real apiserver (seen on v1.20) turns "" in a
-    merge patch of a custom resource into null, which the CRD's string schema
-    then refuses; an absent optional field means the same.
+    With `resource_version` the write only lands on the object as it was
+    read (what a decision was computed from); a conflict (409: someone wrote
+    in between) is retried against the current version, because the status
+    reports what was already done. Empty strings are left out: a real
+    apiserver (seen on v1.20) turns "" in a merge patch of a custom resource
+    into null, which the CRD's string schema then refuses; an absent optional
+    field means the same.
     """
     status = _drop_empty_strings(status)
-    return _json(
-        CustomObjectsApi(api).patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": status},
-            _content_type=MERGE_PATCH,
-            _preload_content=False,
-        )
+    for _ in range(CONFLICT_RETRIES):
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            return _json(
+                CustomObjectsApi(api).patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    body,
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                )
+            )
+        except ApiException as error:
+            if error.status != 409 or resource_version is None:
+                raise
+            current = get_monitor(api, namespace, name)
+            if current is None:
+                raise
+            resource_version = current["metadata"]["resourceVersion"]
+    raise RuntimeError(
+        f"ModelMonitor {namespace}/{name}: {CONFLICT_RETRIES} conflicting status writes in a row"
+    )
+
+
+def remove_monitor_annotation(api: ApiClient, namespace: str, name: str, key: str) -> None:
+    """Remove one annotation (a one-shot control that has been acted on)."""
+    CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"metadata": {"annotations": {key: None}}},
+        _content_type=MERGE_PATCH,
+        _preload_content=False,
+    )
+
+
+def apply_secret(api: ApiClient, manifest: dict[str, Any]) -> None:
+    """Create the Secret, or overwrite its data if it exists.
+
+    Write-only on purpose: the operator never reads Secrets (its RBAC grants
+    create and patch on them, not get), so whatever it puts there it can
+    compute again.
+    """
+    core = CoreV1Api(api)
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    try:
+        core.create_namespaced_secret(namespace, manifest, _preload_content=False)
+        return
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    patch = {
+        "metadata": {
+            "labels": manifest["metadata"].get("labels"),
+            "ownerReferences": manifest["metadata"].get("ownerReferences"),
+        },
+        "stringData": manifest.get("stringData"),
+    }
+    core.patch_namespaced_secret(
+        name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
     )

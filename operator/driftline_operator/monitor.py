@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline_operator.analysis import JUDGED_ROLE, DriftWindow, Memory, analyze
-from driftline_operator.collect import MetricsSource, PodTarget, WindowTracker
+from driftline_operator.collect import MetricsSource, PodTarget, Windows, WindowTracker
 from driftline_operator.crd import Metrics, ModelMonitorSpec, parse_duration
 from driftline_operator.opmetrics import OPERATOR_METRICS, OperatorMetrics
 from driftline_operator.signals import request_count
@@ -32,6 +32,7 @@ class AnalysisOutcome:
     status: dict[str, Any]  # a merge patch for .status (camelCase)
     events: list[tuple[str, str, str]]  # (type, reason, message)
     conditions: list[dict[str, Any]] = field(default_factory=list)  # SLOsMet, DriftDetected
+    windows: Windows = field(default_factory=Windows)  # per role and per pod, for rollouts
 
 
 class MonitorRunner:
@@ -107,7 +108,7 @@ class MonitorRunner:
         )
         self._metrics.analysis_duration.observe(time.perf_counter() - started)
         events = [(e.type, e.reason, e.message) for e in result.events]
-        return AnalysisOutcome(status=status, events=events, conditions=conditions)
+        return AnalysisOutcome(status=status, events=events, conditions=conditions, windows=windows)
 
     async def close(self, *, forget: bool = True) -> None:
         """Release the source's connections; ``forget`` drops the monitor's series."""

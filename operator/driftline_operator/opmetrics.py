@@ -83,6 +83,12 @@ class OperatorMetrics:
             list(_MONITOR),
             registry=r,
         )
+        self.alerts = Counter(
+            PREFIX + "alerts",
+            "Phase-change notifications POSTed to spec.alerting.webhook, by outcome.",
+            [*_MONITOR, "outcome"],
+            registry=r,
+        )
         self.analysis_duration = Histogram(
             PREFIX + "analysis_duration_seconds",
             "Wall time of one analysis interval: collection, windows, statistics, verdicts.",
@@ -148,6 +154,13 @@ class OperatorMetrics:
         with self._lock:
             exported = self._exported.setdefault((namespace, monitor), {})
             exported.setdefault(self.collection_errors, set()).add(())
+
+    def count_alert(self, namespace: str, monitor: str, *, delivered: bool) -> None:
+        outcome = "delivered" if delivered else "failed"
+        self.alerts.labels(namespace, monitor, outcome).inc()
+        with self._lock:
+            exported = self._exported.setdefault((namespace, monitor), {})
+            exported.setdefault(self.alerts, set()).add((outcome,))
 
     def forget(self, namespace: str, monitor: str) -> None:
         """Remove every series of a deleted monitor."""

@@ -32,6 +32,7 @@ from driftline_sidecar.config import (
     ModelConfig,
     PredictionConfig,
     PredictionLogConfig,
+    RoutingConfig,
     SidecarConfig,
     TracingConfig,
 )
@@ -39,6 +40,9 @@ from driftline_sidecar.config import (
 CONFIG_DIR = "/etc/driftline"
 CONFIG_KEY = "sidecar.yaml"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
+ADMIN_TOKEN_KEY = "token"  # the key of the admin token Secret
+ADMIN_TOKEN_SUBPATH = "admin/token"
+ADMIN_TOKEN_PATH = f"{CONFIG_DIR}/{ADMIN_TOKEN_SUBPATH}"
 REFERENCE_SUBDIR = "reference"
 LOG_DIR = "/var/log/driftline"  # a writable emptyDir: the root filesystem is read-only
 PREDICTION_LOG_PATH = f"{LOG_DIR}/predictions.jsonl"
@@ -74,6 +78,12 @@ def config_map_name(monitor_name: str) -> str:
     return f"driftline-{_shortened(monitor_name, room)}-sidecar"
 
 
+def admin_secret_name(monitor_name: str) -> str:
+    """`driftline-<monitor>-admin`: the Secret with the sidecars' admin token."""
+    room = _MAX_NAME - len("driftline--admin")
+    return f"driftline-{_shortened(monitor_name, room)}-admin"
+
+
 def monitor_label_value(monitor_name: str) -> str:
     """The monitor's name as a label value (at most 63 characters)."""
     return _shortened(monitor_name, _MAX_LABEL_VALUE)
@@ -86,9 +96,15 @@ def reference_profile_path(spec: ModelMonitorSpec) -> str | None:
     return f"{CONFIG_DIR}/{REFERENCE_SUBDIR}/{spec.reference.config_map_ref.key}"
 
 
-def sidecar_config(spec: ModelMonitorSpec, *, profile_path: str | None) -> SidecarConfig:
+def sidecar_config(
+    spec: ModelMonitorSpec,
+    *,
+    profile_path: str | None,
+    routing: RoutingConfig | None = None,
+) -> SidecarConfig:
     """The sidecar's config for every pod of the monitor (see the module docstring
-    for what each pod gets on its command line instead)."""
+    for what each pod gets on its command line instead). `routing` is what the
+    operator decided about traffic (shadow mirror, canary weight)."""
     model = spec.model
     return SidecarConfig(
         model=ModelConfig(
@@ -107,11 +123,13 @@ def sidecar_config(spec: ModelMonitorSpec, *, profile_path: str | None) -> Sidec
         ),
         admin=f"0.0.0.0:{spec.sidecar.admin_port}",
         profile_path=profile_path,
+        admin_token_file=ADMIN_TOKEN_PATH,
         tracing=TracingConfig(sample_ratio=spec.sidecar.trace_sample_ratio),
         prediction_log=PredictionLogConfig(
             path=PREDICTION_LOG_PATH,
             sample_ratio=spec.sidecar.prediction_log_sample_ratio,
         ),
+        routing=routing or RoutingConfig(),
     )
 
 
@@ -132,13 +150,18 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_map(
-    monitor_name: str, namespace: str, spec: ModelMonitorSpec, *, owner: dict[str, Any]
+    monitor_name: str,
+    namespace: str,
+    spec: ModelMonitorSpec,
+    *,
+    owner: dict[str, Any],
+    routing: RoutingConfig | None = None,
 ) -> dict[str, Any]:
     """The ConfigMap `driftline-<monitor>-sidecar` holding `sidecar.yaml`.
 
     `owner` is the ModelMonitor's body (apiVersion, kind, metadata.name/uid).
     """
-    config = sidecar_config(spec, profile_path=reference_profile_path(spec))
+    config = sidecar_config(spec, profile_path=reference_profile_path(spec), routing=routing)
     document = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     header = (
         f"# Rendered by the driftline operator from ModelMonitor {namespace}/{monitor_name}.\n"
@@ -158,6 +181,39 @@ def config_map(
         },
         "data": {CONFIG_KEY: header + document},
     }
+
+
+def admin_secret(
+    monitor_name: str, namespace: str, *, token: str, owner: dict[str, Any]
+) -> dict[str, Any]:
+    """The Secret holding the sidecars' admin token (mounted at ADMIN_TOKEN_PATH)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": admin_secret_name(monitor_name),
+            "namespace": namespace,
+            "labels": {
+                MANAGED_BY_LABEL: MANAGED_BY,
+                MONITOR_LABEL: monitor_label_value(monitor_name),
+            },
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "stringData": {ADMIN_TOKEN_KEY: token},
+    }
+
+
+def shadow_routing(spec: ModelMonitorSpec, *, namespace: str, port: int) -> RoutingConfig:
+    """shadow: mirror spec.rollout.shadowPercent of requests to the shadow Service
+    (`port` is its number: a named Service port resolved by the caller)."""
+    service = spec.rollout.shadow_service
+    if service is None:
+        return RoutingConfig()
+    return RoutingConfig(
+        shadow_url=f"http://{service.name}.{namespace}.svc:{port}",
+        shadow_percent=spec.rollout.shadow_percent,
+    )
 
 
 # -- the sidecar container ----------------------------------------------------
@@ -290,6 +346,17 @@ def sidecar_volumes(*, monitor_name: str, spec: ModelMonitorSpec) -> list[dict[s
             }
         }
     ]
+    # The admin token; optional, so a monitor whose Secret is not written yet
+    # never keeps the model from starting (config writes are refused until it is).
+    sources.append(
+        {
+            "secret": {
+                "name": admin_secret_name(monitor_name),
+                "items": [{"key": ADMIN_TOKEN_KEY, "path": ADMIN_TOKEN_SUBPATH}],
+                "optional": True,
+            }
+        }
+    )
     if spec.reference is not None:
         ref = spec.reference.config_map_ref
         sources.append(

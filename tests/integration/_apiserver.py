@@ -28,6 +28,8 @@ RESOURCES = {
     "v1/pods": kmock.ResourceInfo(kind="Pod", singular="pod", namespaced=True),
     "v1/configmaps": kmock.ResourceInfo(kind="ConfigMap", singular="configmap", namespaced=True),
     "v1/events": kmock.ResourceInfo(kind="Event", singular="event", namespaced=True),
+    "v1/secrets": kmock.ResourceInfo(kind="Secret", singular="secret", namespaced=True),
+    "v1/services": kmock.ResourceInfo(kind="Service", singular="service", namespaced=True),
     "v1/namespaces": kmock.ResourceInfo(kind="Namespace", singular="namespace", namespaced=False),
     "driftline.io/v1alpha1/modelmonitors": kmock.ResourceInfo(
         kind="ModelMonitor",

@@ -209,10 +209,16 @@ def test_config_reference_and_log_are_mounted():
     assert "/var/log/driftline" in mounts
     assert "/tmp" in mounts  # the root filesystem is read-only
     volumes = {v["name"]: v for v in result["spec"]["volumes"]}
-    config, reference = volumes[mounts["/etc/driftline"]["name"]]["projected"]["sources"]
+    config, token, reference = volumes[mounts["/etc/driftline"]["name"]]["projected"]["sources"]
     assert config["configMap"] == {
         "name": "driftline-fraud-sidecar",
         "items": [{"key": "sidecar.yaml", "path": "sidecar.yaml"}],
+    }
+    # The admin token from the monitor's Secret; optional, so it never blocks the pod.
+    assert token["secret"] == {
+        "name": "driftline-fraud-admin",
+        "items": [{"key": "token", "path": "admin/token"}],
+        "optional": True,
     }
     assert reference["configMap"] == {
         "name": "fraud-ref",
@@ -223,6 +229,7 @@ def test_config_reference_and_log_are_mounted():
     spec = monitor()
     profile = render.sidecar_config(spec, profile_path=render.reference_profile_path(spec))
     assert profile.profile_path == "/etc/driftline/" + reference["configMap"]["items"][0]["path"]
+    assert profile.admin_token_file == "/etc/driftline/" + token["secret"]["items"][0]["path"]
     assert profile.prediction_log.path.startswith(mounts["/var/log/driftline"]["mountPath"])
     assert "emptyDir" in volumes[mounts["/var/log/driftline"]["name"]]
 
@@ -232,10 +239,11 @@ def test_without_a_reference_only_the_config_is_projected():
         {"selector": {"matchLabels": {"app": "fraud"}}, "model": {"name": "fraud"}}
     )
     result, _ = injected(pod(), spec)
-    [config] = next(v for v in result["spec"]["volumes"] if "projected" in v)["projected"][
+    config, token = next(v for v in result["spec"]["volumes"] if "projected" in v)["projected"][
         "sources"
     ]
     assert config["configMap"]["name"] == "driftline-fraud-sidecar"
+    assert token["secret"]["name"] == "driftline-fraud-admin"
 
 
 def test_env_carries_identity_and_otel_settings():

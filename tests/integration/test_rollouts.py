@@ -1,0 +1,381 @@
+"""Rollouts driven by the operator for real, on the session's control plane.
+
+The Deployment controller makes the ReplicaSets and pods; a stand-in kubelet
+(`_kubelet.py`) runs each pod as a loopback HTTP server answering the
+sidecar's `/v1/snapshot` with counts crafted from the pod's image (an image
+with `bad` in it fails 30 % of its requests). The operator (kopf's own
+runner) collects them, compares canary with stable, and moves traffic with
+the `replicas` router. Alerts go to a real local HTTP server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _harness import (
+    ApiServer,
+    ControlPlane,
+    Operator,
+    create_monitor,
+    events_for,
+    free_port,
+    get_monitor,
+    monitor,
+    running_operator,
+    wait_for,
+)
+from _kubelet import FakeKubelet
+from kubernetes.client import ApiClient, AppsV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from driftline_operator import kube
+from driftline_operator.crd import GROUP, PLURAL, VERSION
+from driftline_operator.routers._kube import DEPLOYMENTS, update
+from driftline_operator.tls import write_self_signed
+
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(300)]
+
+ADMIN_PORT = free_port()  # every fake pod's admin port, on an address of its own
+
+
+class Alerts:
+    """A receiver for the alert hook: records each JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        received = self.bodies
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def for_monitor(self, name: str) -> list[dict[str, Any]]:
+        return [b for b in self.bodies if b["driftline"]["monitor"] == name]
+
+
+class RestartableOperator:
+    def __init__(self, server: ApiServer, tmp: Path) -> None:
+        self.server, self.tmp = server, tmp
+        write_self_signed(tmp / "tls")  # one key across restarts, as the chart's Secret
+        self._stack = contextlib.ExitStack()
+        self.runs = 0
+
+    def start(self) -> Operator:
+        self.runs += 1
+        run = self.tmp / f"run-{self.runs}"
+        run.mkdir()
+        return self._stack.enter_context(
+            running_operator(
+                self.server, run, cert_dir=self.tmp / "tls", operator_namespace="driftline-system"
+            )
+        )
+
+    def restart(self) -> Operator:
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+        return self.start()
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+@pytest.fixture(scope="module")
+def world(
+    control_plane: ControlPlane, apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ApiClient, str, RestartableOperator, Alerts]]:
+    api = apiserver.client()
+    operator = RestartableOperator(apiserver, tmp_path_factory.mktemp("operator"))
+    alerts = Alerts()
+    with FakeKubelet(api, apiserver.namespace, admin_port=ADMIN_PORT, model="fraud") as kubelet:
+        operator.start()
+        try:
+            yield api, apiserver.namespace, operator, alerts
+        finally:
+            operator.close()
+            alerts.server.shutdown()
+            alerts.server.server_close()
+            assert not [e for e in kubelet.errors if "NotFound" not in e], kubelet.errors
+
+
+def deployment(name: str, app: str, *, image: str, replicas: int, canary: bool) -> dict[str, Any]:
+    track = "canary" if canary else "stable"
+    labels = {"app": app, "track": track}
+    pod_labels = {**labels, **({"driftline.io/role": "canary"} if canary else {})}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                # No webhook on this control plane: the pods say they carry the sidecar.
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {"driftline.io/injected": "true"},
+                },
+                "spec": {"containers": [{"name": "model", "image": image}]},
+            },
+        },
+    }
+
+
+def canary_world(
+    api: ApiClient, ns: str, app: str, *, canary_image: str, alerts: Alerts, **rollout: Any
+) -> None:
+    apps = AppsV1Api(api)
+    apps.create_namespaced_deployment(
+        ns, deployment(f"{app}-v1", app, image="model:1", replicas=4, canary=False)
+    )
+    apps.create_namespaced_deployment(
+        ns, deployment(f"{app}-v2", app, image=canary_image, replicas=0, canary=True)
+    )
+    spec = {
+        "selector": {"matchLabels": {"app": app}},
+        "model": {"name": "fraud", "protocol": "json"},
+        "analysis": {"interval": "1s", "timeout": "2s"},
+        "sidecar": {"adminPort": ADMIN_PORT},
+        "rollout": {
+            "strategy": "canary",
+            "stableRef": {"name": f"{app}-v1"},
+            "canaryRef": {"name": f"{app}-v2"},
+            "router": "replicas",
+            "steps": [25, 50],
+            "interval": "2s",
+            "failureLimit": 2,
+            **rollout,
+        },
+        "alerting": {"webhook": {"url": alerts.url}},
+    }
+    create_monitor(api, ns, monitor(app, spec))
+
+
+def rollout_of(api: ApiClient, ns: str, name: str) -> dict[str, Any]:
+    return ((get_monitor(api, ns, name) or {}).get("status") or {}).get("rollout") or {}
+
+
+def wait_for_phase(api: ApiClient, ns: str, name: str, phase: str) -> dict[str, Any]:
+    return wait_for(
+        f"ModelMonitor {ns}/{name} rollout phase {phase}",
+        lambda: (lambda r: r if r.get("phase") == phase else None)(rollout_of(api, ns, name)),
+    )
+
+
+def replicas(api: ApiClient, ns: str, name: str) -> int:
+    return int(AppsV1Api(api).read_namespaced_deployment(name, ns).spec.replicas)
+
+
+def image(api: ApiClient, ns: str, name: str) -> str:
+    return str(
+        AppsV1Api(api).read_namespaced_deployment(name, ns).spec.template.spec.containers[0].image
+    )
+
+
+def reasons(api: ApiClient, ns: str, name: str) -> list[str]:
+    events = sorted(events_for(api, ns, name), key=lambda e: e.get("firstTimestamp") or "")
+    return [e["reason"] for e in events]
+
+
+def test_a_healthy_canary_is_promoted_step_by_step(world):
+    api, ns, _, alerts = world
+    canary_world(api, ns, "healthy", canary_image="model:2", alerts=alerts)
+
+    wait_for("step 2 (weight 50)", lambda: rollout_of(api, ns, "healthy").get("step") == 1)
+    assert (replicas(api, ns, "healthy-v1"), replicas(api, ns, "healthy-v2")) == (2, 2)
+    status = wait_for_phase(api, ns, "healthy", "Succeeded")
+
+    assert status["weight"] == 0 and status["failures"] == 0
+    assert status["decision"].startswith("Promoted: all 2 steps passed")
+    assert image(api, ns, "healthy-v1") == "model:2"  # stable runs the canary's template
+    assert replicas(api, ns, "healthy-v1") == 4 and replicas(api, ns, "healthy-v2") == 0
+    labels = (
+        AppsV1Api(api).read_namespaced_deployment("healthy-v1", ns).spec.template.metadata.labels
+    )
+    assert "driftline.io/role" not in labels  # promoted pods are stable pods
+    seen = reasons(api, ns, "healthy")
+    assert {"RolloutStarted", "StepAdvanced", "Promoted"} <= set(seen)
+    advanced = next(e for e in events_for(api, ns, "healthy") if e["reason"] == "StepAdvanced")
+    assert "error rate canary 0.00%" in advanced["message"]  # the decision's numbers
+    phases = [
+        (b["driftline"]["previousPhase"], b["driftline"]["phase"])
+        for b in alerts.for_monitor("healthy")
+    ]
+    assert phases == [(None, "Progressing"), ("Progressing", "Succeeded")]
+    body = alerts.for_monitor("healthy")[-1]
+    assert "Succeeded" in body["text"] and body["blocks"][0]["type"] == "section"
+
+
+def test_a_failing_canary_is_rolled_back_after_the_failure_limit(world):
+    api, ns, _, alerts = world
+    canary_world(api, ns, "failing", canary_image="model:2-bad", alerts=alerts)
+
+    status = wait_for_phase(api, ns, "failing", "Failed")
+
+    assert status["failures"] == 2 and status["weight"] == 0
+    assert status["decision"].startswith("RolledBack: 2 consecutive failed analyses")
+    assert "errorRate" in status["decision"]  # the failing verdict, with its numbers
+    body = get_monitor(api, ns, "failing") or {}
+    assert body["status"]["phase"] == "Failed"
+    assert replicas(api, ns, "failing-v2") == 0 and replicas(api, ns, "failing-v1") == 4
+    assert image(api, ns, "failing-v1") == "model:1"
+    seen = reasons(api, ns, "failing")
+    assert "AnalysisFailed" in seen and "RolledBack" in seen and "Promoted" not in seen
+    [*_, last] = alerts.for_monitor("failing")
+    assert last["driftline"]["phase"] == "Failed" and last["driftline"]["reason"] == "RolledBack"
+
+
+def test_a_manual_abort_rolls_back_and_clears_the_annotation(world):
+    api, ns, _, alerts = world
+    canary_world(api, ns, "aborted", canary_image="model:2", alerts=alerts, interval="1h")
+    wait_for_phase(api, ns, "aborted", "Progressing")
+
+    CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, "aborted",
+        {"metadata": {"annotations": {"driftline.io/rollout": "abort"}}},
+    )  # fmt: skip
+    status = wait_for_phase(api, ns, "aborted", "Failed")
+
+    assert status["decision"].startswith("Aborted: manual abort at step 1")
+    assert replicas(api, ns, "aborted-v2") == 0 and replicas(api, ns, "aborted-v1") == 4
+    wait_for(
+        "the one-shot annotation to be removed",
+        lambda: (
+            "driftline.io/rollout"
+            not in ((get_monitor(api, ns, "aborted") or {})["metadata"].get("annotations") or {})
+        ),
+    )
+
+
+def test_a_restarted_operator_resumes_mid_rollout(world):
+    api, ns, operator, alerts = world
+    canary_world(
+        api, ns, "resumed", canary_image="model:2", alerts=alerts, steps=[25, 50, 75], interval="3s"
+    )
+    wait_for("step 2", lambda: rollout_of(api, ns, "resumed").get("step") == 1)
+
+    operator.restart()
+    status = wait_for_phase(api, ns, "resumed", "Succeeded")
+
+    seen = reasons(api, ns, "resumed")
+    assert seen.count("RolloutStarted") == 1 and "RolloutRestarted" not in seen
+    assert seen.count("StepAdvanced") == 2 and seen.count("Promoted") == 1
+    assert image(api, ns, "resumed-v1") == "model:2"
+
+    # Once more after the promotion: the operator must not promote again.
+    operator.restart()
+    before = (get_monitor(api, ns, "resumed") or {})["status"]["lastAnalysisTime"]
+    wait_for(
+        "two analyses after the restart",
+        lambda: (get_monitor(api, ns, "resumed") or {})["status"]["lastAnalysisTime"] > before,
+    )
+    assert reasons(api, ns, "resumed").count("Promoted") == 1
+    assert rollout_of(api, ns, "resumed")["revision"] == status["revision"]
+
+
+def test_guard_undoes_a_revision_that_breaks_the_slos(world):
+    api, ns, _, alerts = world
+    apps = AppsV1Api(api)
+    guarded = deployment("guarded", "guarded", image="model:1", replicas=2, canary=False)
+    apps.create_namespaced_deployment(ns, guarded)
+    spec = {
+        "selector": {"matchLabels": {"app": "guarded"}},
+        "model": {"name": "fraud", "protocol": "json"},
+        "analysis": {"interval": "1s", "timeout": "2s"},
+        "sidecar": {"adminPort": ADMIN_PORT},
+        "slos": [{"name": "errors", "metric": "errorRate", "max": "5%"}],
+        "rollout": {"strategy": "guard", "bakeTime": "1m", "failureLimit": 2},
+        "alerting": {"webhook": {"url": alerts.url}},
+    }
+    create_monitor(api, ns, monitor("guarded", spec))
+    baseline = wait_for_phase(api, ns, "guarded", "Succeeded")
+    assert baseline["decision"].startswith("BaselineAdopted")
+
+    apps.patch_namespaced_deployment(
+        "guarded",
+        ns,
+        {
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "model", "image": "model:1-bad"}]}}
+            }
+        },
+    )
+    status = wait_for_phase(api, ns, "guarded", "Failed")
+
+    assert status["decision"].startswith("RolledBack: revision")
+    assert f"rolled back to {baseline['revision']}" in status["decision"]
+    assert "slo/errors" in status["decision"]  # why, with the numbers
+    wait_for(
+        "the Deployment's template to be restored", lambda: image(api, ns, "guarded") == "model:1"
+    )
+    assert status["revision"] == baseline["revision"]
+    assert "RolledBack" in reasons(api, ns, "guarded")
+
+
+def test_conflicting_writes_are_retried(world):
+    api, ns, _, _ = world
+    create_monitor(api, ns, monitor("conflicted", {
+        "selector": {"matchLabels": {"app": "conflicted"}},
+        "model": {"name": "fraud"},
+        "analysis": {"interval": "1h"},
+    }))  # fmt: skip
+    custom = CustomObjectsApi(api)
+    stale = (get_monitor(api, ns, "conflicted") or {})["metadata"]["resourceVersion"]
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, "conflicted", {"metadata": {"labels": {"touched": "yes"}}}
+    )
+    with pytest.raises(ApiException) as conflict:  # what a write computed from `stale` meets
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, PLURAL, "conflicted",
+            {"metadata": {"resourceVersion": stale}, "status": {"lastAnalysisTime": "2000-01-01T00:00:00Z"}},
+        )  # fmt: skip
+    assert conflict.value.status == 409
+
+    written = kube.patch_monitor_status(
+        api, ns, "conflicted", {"lastAnalysisTime": "2000-01-01T00:00:00Z"}, resource_version=stale
+    )
+    assert written["status"]["lastAnalysisTime"] == "2000-01-01T00:00:00Z"
+
+    # A Deployment change computed from a version someone else has just replaced.
+    AppsV1Api(api).create_namespaced_deployment(
+        ns, deployment("contested", "contested", image="model:1", replicas=0, canary=False)
+    )
+    calls: list[str] = []
+
+    def change(current: dict[str, Any]) -> dict[str, Any]:
+        calls.append(current["metadata"]["resourceVersion"])
+        if len(calls) == 1:  # another writer gets in first
+            AppsV1Api(api).patch_namespaced_deployment(
+                "contested", ns, {"metadata": {"labels": {"x": "y"}}}
+            )
+        return {"metadata": {"annotations": {"driftline.io/checked": "yes"}}}
+
+    import asyncio
+
+    result = asyncio.run(update(api, DEPLOYMENTS, ns, "contested", change))
+    assert len(calls) == 2 and calls[0] != calls[1]  # read again after the 409
+    assert result["metadata"]["annotations"]["driftline.io/checked"] == "yes"
+    assert result["metadata"]["labels"] == {"x": "y"}  # the other write is kept
+
+
+def test_the_operator_logs_have_no_tracebacks(world):
+    _, _, operator, _ = world
+    logs = sorted(operator.tmp.glob("run-*/operator.log"))
+    assert logs and all("Traceback" not in log.read_text() for log in logs)
