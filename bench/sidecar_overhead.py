@@ -3,8 +3,10 @@
 Run: ``.venv/bin/python bench/sidecar_overhead.py`` (about a minute).
 
 A demo model server answering in ~1 ms; requests are 1 KB JSON bodies with 20
-numeric features; clients keep their connections alive. Printed, each against
-the direct baseline measured in the same run:
+numeric features; clients keep their connections alive. All columns run at
+once and are measured in interleaved rounds (``--rounds``), so load from
+elsewhere on the machine hits them alike. Printed, each against the direct
+baseline measured in the same run:
 
 - throughput with a fixed number of concurrent clients;
 - latency p50/p99 at a fixed 300 req/s, and what the proxy adds to them;
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -32,8 +35,8 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -76,9 +79,13 @@ def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0
 
 
 @contextmanager
-def started(command: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def started(
+    command: list[str], port: int, log: Path, *, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     try:
         wait_port(port, process)
         yield process
@@ -161,8 +168,11 @@ async def throughput(url: str, payload: bytes, *, clients: int, seconds: float) 
         return done / (time.perf_counter() - began)
 
 
-async def fixed_rate(url: str, payload: bytes, *, rate: float, seconds: float) -> np.ndarray:
-    """Latencies (seconds) of requests sent open-loop at ``rate`` per second."""
+async def fixed_rate(
+    url: str, payload: bytes, *, rate: float, seconds: float, pid: int | None = None
+) -> tuple[np.ndarray, float]:
+    """Latencies (seconds) of requests sent open-loop at ``rate`` per second, and
+    the CPU seconds process ``pid`` used meanwhile (after the warm-up)."""
     latencies: list[float] = []
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -176,6 +186,7 @@ async def fixed_rate(url: str, payload: bytes, *, rate: float, seconds: float) -
         for _ in range(20):  # warm the pool
             await one()
         latencies.clear()
+        cpu_before = cpu_seconds(pid) if pid else 0.0
         tasks = []
         start = time.perf_counter()
         for i in range(int(rate * seconds)):
@@ -184,7 +195,8 @@ async def fixed_rate(url: str, payload: bytes, *, rate: float, seconds: float) -
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
-    return np.asarray(latencies)
+        cpu = cpu_seconds(pid) - cpu_before if pid else 0.0
+    return np.asarray(latencies), cpu
 
 
 def cpu_seconds(pid: int) -> float:
@@ -209,29 +221,60 @@ class Column:
     rss_mb: float | None = None
 
 
-async def measure(
-    name: str, url: str, payload: bytes, args: argparse.Namespace, pid: int | None
-) -> Column:
-    rps = await throughput(url, payload, clients=args.clients, seconds=args.seconds)
-    before = cpu_seconds(pid) if pid else 0.0
-    latencies = await fixed_rate(url, payload, rate=args.rate, seconds=args.seconds)
-    column = Column(
-        name,
-        rps,
-        float(np.percentile(latencies, 50) * 1000),
-        float(np.percentile(latencies, 99) * 1000),
-    )
-    if pid:
-        column.cpu_us = (cpu_seconds(pid) - before) / len(latencies) * 1e6
-        column.rss_mb = rss_mb(pid)
-    return column
+@dataclass
+class Target:
+    name: str
+    url: str
+    pid: int | None
+    done: int = 0
+    busy_seconds: float = 0.0
+    latencies: list[np.ndarray] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+    def column(self) -> Column:
+        latencies = np.concatenate(self.latencies)
+        column = Column(
+            self.name,
+            self.done / self.busy_seconds,
+            float(np.percentile(latencies, 50) * 1000),
+            float(np.percentile(latencies, 99) * 1000),
+        )
+        if self.pid:
+            column.cpu_us = self.cpu_seconds / len(latencies) * 1e6
+            column.rss_mb = rss_mb(self.pid)
+        return column
+
+
+async def measure(targets: list[Target], payload: bytes, args: argparse.Namespace) -> None:
+    """Round-robin slices, the order rotating each round, so a burst of load from
+    elsewhere on the machine hits every column alike instead of one."""
+    slice_seconds = args.seconds / args.rounds
+    for round_ in range(args.rounds):
+        shift = round_ % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            # This client's own full GC passes took 17-25 ms: they would show
+            # as the proxy's p99. Collect between slices, never during one.
+            gc.collect()
+            gc.disable()
+            began = time.perf_counter()
+            rps = await throughput(target.url, payload, clients=args.clients, seconds=slice_seconds)
+            elapsed = time.perf_counter() - began
+            target.done += round(rps * elapsed)
+            target.busy_seconds += elapsed
+            latencies, cpu = await fixed_rate(
+                target.url, payload, rate=args.rate, seconds=slice_seconds, pid=target.pid
+            )
+            gc.enable()
+            target.latencies.append(latencies)
+            target.cpu_seconds += cpu
 
 
 def report(columns: list[Column], args: argparse.Namespace) -> None:
     direct = columns[0]
     print(f"\nload: 1 KB JSON, {N_FEATURES} features, model ~1 ms, keep-alive clients")
     print(f"throughput: {args.clients} concurrent clients, {args.seconds:.0f} s each")
-    print(f"latency: open loop at {args.rate:.0f} req/s, {args.seconds:.0f} s each\n")
+    print(f"latency: open loop at {args.rate:.0f} req/s, {args.seconds:.0f} s each")
+    print(f"columns measured in {args.rounds} interleaved rounds\n")
     print(f"{'':24}" + "".join(f"{c.name:>16}" for c in columns))
     rows = [
         ("throughput req/s", lambda c: f"{c.rps:.0f}"),
@@ -276,7 +319,8 @@ def report(columns: list[Column], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=6.0, help="per measurement and column")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved slices per column")
     parser.add_argument("--rate", type=float, default=300.0, help="req/s for the latency run")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument(
@@ -294,62 +338,37 @@ def main(argv: list[str] | None = None) -> int:
     config = sidecar_config(model_port, sidecar_port, admin_port, workdir)
     sidecar_cmd = [python, "-m", "driftline_sidecar.main", "--config", str(config)]
     sidecar_cmd += ["--log-level", "warning"]
-    columns: list[Column] = []
-    with (
-        started(model_cmd, model_port, workdir / "model.log"),
-        started(sidecar_cmd, sidecar_port, workdir / "sidecar.log") as sidecar,
-    ):
+    with ExitStack() as running:
+        running.enter_context(started(model_cmd, model_port, workdir / "model.log"))
+        sidecar = running.enter_context(started(sidecar_cmd, sidecar_port, workdir / "sidecar.log"))
         targets = [
-            ("direct", f"http://127.0.0.1:{model_port}/predict", None),
-            ("sidecar", f"http://127.0.0.1:{sidecar_port}/predict", sidecar.pid),
+            Target("direct", f"http://127.0.0.1:{model_port}/predict", None),
+            Target("sidecar", f"http://127.0.0.1:{sidecar_port}/predict", sidecar.pid),
         ]
-        for name, url, pid in targets:
-            columns.append(uvloop.run(measure(name, url, payload, args, pid)))
         if args.baseline_src is not None:
-            columns.append(baseline_column(args, model_port, workdir, payload))
+            port, admin = free_port(), free_port()
+            base = workdir / "baseline"
+            base.mkdir()
+            command = [python, "-m", "driftline_sidecar.main", "--log-level", "warning"]
+            command += ["--config", str(sidecar_config(model_port, port, admin, base))]
+            path = {"PYTHONPATH": str(args.baseline_src.resolve() / "sidecar")}
+            baseline = running.enter_context(started(command, port, base / "log", env=path))
+            targets.append(Target("baseline", f"http://127.0.0.1:{port}/predict", baseline.pid))
         if Path(NGINX).exists():
             nginx_port = free_port()
             conf = nginx_config(model_port, nginx_port, workdir)
-            nginx_cmd = [
-                NGINX,
-                "-p",
-                str(workdir),
-                "-c",
-                str(conf),
-                "-e",
-                str(workdir / "nginx-error.log"),
-            ]
-            nginx_cmd += ["-g", "daemon off;"]
-            with started(nginx_cmd, nginx_port, workdir / "nginx.log") as nginx:
-                url = f"http://127.0.0.1:{nginx_port}/predict"
-                columns.append(uvloop.run(measure("nginx", url, payload, args, nginx.pid)))
+            nginx_cmd = [NGINX, "-p", str(workdir), "-c", str(conf)]
+            nginx_cmd += ["-e", str(workdir / "nginx-error.log"), "-g", "daemon off;"]
+            nginx = running.enter_context(started(nginx_cmd, nginx_port, workdir / "nginx.log"))
+            targets.append(Target("nginx", f"http://127.0.0.1:{nginx_port}/predict", nginx.pid))
+        gc.freeze()  # what is imported and started by now is never garbage
+        uvloop.run(measure(targets, payload, args))
+        columns = [target.column() for target in targets]
         snapshot = json.loads(urlopen_text(f"http://127.0.0.1:{admin_port}/v1/snapshot"))
     print(f"(sidecar captured {snapshot['capture']['records']} rows, "
           f"dropped {snapshot['capture']['dropped']})")  # fmt: skip
     report(columns, args)
     return 0
-
-
-def baseline_column(
-    args: argparse.Namespace, model_port: int, workdir: Path, payload: bytes
-) -> Column:
-    """The same sidecar config, run from the source tree in ``--baseline-src``."""
-    port, admin = free_port(), free_port()
-    base = workdir / "baseline"
-    base.mkdir()
-    config = sidecar_config(model_port, port, admin, base)
-    command = [sys.executable, "-m", "driftline_sidecar.main", "--config", str(config)]
-    command += ["--log-level", "warning"]
-    env = {**os.environ, "PYTHONPATH": str(args.baseline_src.resolve() / "sidecar")}
-    with open(base / "sidecar.log", "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        wait_port(port, process)
-        url = f"http://127.0.0.1:{port}/predict"
-        return uvloop.run(measure("baseline", url, payload, args, process.pid))
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def urlopen_text(url: str) -> str:
