@@ -10,6 +10,7 @@ the `replicas` router. Alerts go to a real local HTTP server.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.server
 import json
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from _harness import (
     ApiServer,
     ControlPlane,
@@ -28,14 +30,15 @@ from _harness import (
     free_port,
     get_monitor,
     monitor,
+    read_config_map,
     running_operator,
     wait_for,
 )
 from _kubelet import FakeKubelet
-from kubernetes.client import ApiClient, AppsV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from driftline_operator import kube
+from driftline_operator import kube, tokens
 from driftline_operator.crd import GROUP, PLURAL, VERSION
 from driftline_operator.routers._kube import DEPLOYMENTS, update
 from driftline_operator.tls import write_self_signed
@@ -379,3 +382,51 @@ def test_the_operator_logs_have_no_tracebacks(world):
     _, _, operator, _ = world
     logs = sorted(operator.tmp.glob("run-*/operator.log"))
     assert logs and all("Traceback" not in log.read_text() for log in logs)
+
+
+def test_shadow_is_rendered_into_the_sidecar_config_and_judged(world):
+    api, ns, operator, _ = world
+    core = CoreV1Api(api)
+    core.create_namespaced_service(
+        ns,
+        {
+            "metadata": {"name": "shadow-v2"},
+            "spec": {"selector": {"app": "shadow-v2"}, "ports": [{"name": "http", "port": 8000}]},
+        },
+    )
+    AppsV1Api(api).create_namespaced_deployment(
+        ns, deployment("shadow-v1", "shadow", image="model:1", replicas=1, canary=False)
+    )
+    spec = {
+        "selector": {"matchLabels": {"app": "shadow"}},
+        "model": {"name": "fraud", "protocol": "json"},
+        "analysis": {"interval": "1s", "timeout": "2s"},
+        "sidecar": {"adminPort": ADMIN_PORT},
+        "rollout": {
+            "strategy": "shadow",
+            "shadowService": {"name": "shadow-v2"},
+            "shadowPercent": 20,
+        },
+    }
+    create_monitor(api, ns, monitor("shadow", spec))
+
+    def fit_condition() -> dict[str, Any] | None:
+        conditions = ((get_monitor(api, ns, "shadow") or {}).get("status") or {}).get("conditions")
+        return next((c for c in conditions or [] if c["type"] == "CandidateFit"), None)
+
+    condition = wait_for("the CandidateFit condition", fit_condition)
+    # The stand-in sidecars mirror nothing, so there is nothing to judge yet.
+    assert (condition["status"], condition["reason"]) == ("Unknown", "InsufficientData")
+    config = read_config_map(api, ns, "driftline-shadow-sidecar") or {}
+    routing = yaml.safe_load(config["data"]["sidecar.yaml"])["routing"]
+    assert routing["shadow_url"] == f"http://shadow-v2.{ns}.svc:8000"  # the named port resolved
+    assert routing["shadow_percent"] == 20
+    assert yaml.safe_load(config["data"]["sidecar.yaml"])["admin_token_file"] == (
+        "/etc/driftline/admin/token"
+    )
+    # The admin token the sidecars mount is the one the operator derives again after a restart.
+    secret = core.read_namespaced_secret("driftline-shadow-admin", ns)
+    uid = (get_monitor(api, ns, "shadow") or {})["metadata"]["uid"]
+    key = tokens.operator_key(operator.tmp / "tls" / "tls.key")
+    expected = tokens.admin_token(key, namespace=ns, name="shadow", uid=uid)
+    assert base64.b64decode(secret.data["token"]).decode() == expected
