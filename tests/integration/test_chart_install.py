@@ -136,6 +136,8 @@ CAN = [
     ("delete", "", "configmaps", MODELS),
     ("create", "", "events", MODELS),
     ("get", "", "services", MODELS),
+    ("create", "", "secrets", MODELS),
+    ("patch", "", "secrets", MODELS),
     ("patch", "apps", "deployments/scale", MODELS),
     ("list", "apps", "replicasets", MODELS),
     ("patch", "gateway.networking.k8s.io", "httproutes", MODELS),
@@ -145,6 +147,8 @@ CAN = [
 CANNOT = [
     ("get", "", "secrets", MODELS),
     ("get", "", "secrets", NAMESPACE),
+    ("list", "", "secrets", MODELS),
+    ("watch", "", "secrets", ""),
     ("create", "", "pods", MODELS),
     ("patch", "", "pods", MODELS),
     ("patch", "", "services", MODELS),
