@@ -214,6 +214,28 @@ def judge_slos(window: Snapshot, slos: Sequence[Slo]) -> tuple[Check, ...]:
     return tuple(checks)
 
 
+class StableBaseline:
+    """Stable's window to judge a canary against.
+
+    At weight 100 % the stable sidecars pass every request on to the canary,
+    so stable's own window is empty and the canary would have nothing to be
+    compared with. It is then judged against stable's last window that had
+    enough requests; ``choose`` says when it did so.
+    """
+
+    def __init__(self, *, min_requests: int = MIN_REQUESTS) -> None:
+        self.min_requests = min_requests
+        self._last_full: Snapshot | None = None
+
+    def choose(self, stable: Snapshot | None, *, weight: float) -> tuple[Snapshot | None, bool]:
+        if stable is not None and request_count(stable) >= self.min_requests:
+            self._last_full = stable
+            return stable, False
+        if weight >= 100.0 and self._last_full is not None:
+            return self._last_full, True
+        return stable, False
+
+
 def compare(
     stable: Snapshot,
     candidate: Snapshot,

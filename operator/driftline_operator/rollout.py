@@ -35,6 +35,10 @@ RolloutPhase = Literal["Progressing", "Paused", "Succeeded", "Failed"]
 Command = Literal["pause", "resume", "promote", "abort"]
 EventType = Literal["Normal", "Warning"]
 
+# Analysis ticks come every `interval` give or take scheduling jitter; a tick a
+# little early must not cost the step a whole extra interval.
+TICK_JITTER = 0.1
+
 
 @dataclass(frozen=True)
 class Controls:
@@ -305,7 +309,7 @@ def _analyse(
         return _decided(state, after, event, clear_control=clear_control)
 
     passed = replace(state, failures=0)
-    if held < parse_duration(spec.interval):
+    if held < parse_duration(spec.interval) * (1 - TICK_JITTER):
         return _decided(state, replace(passed, decision=verdict.reason), None)
     if state.step + 1 >= len(spec.steps):
         after = replace(passed, phase="Succeeded", weight=0.0)

@@ -28,7 +28,13 @@ from kubernetes.client.exceptions import ApiException
 
 from driftline_operator import alerting, deployments
 from driftline_operator.collect import Windows
-from driftline_operator.compare import ComparisonVerdict, compare, judge_alone, judge_shadow
+from driftline_operator.compare import (
+    ComparisonVerdict,
+    StableBaseline,
+    compare,
+    judge_alone,
+    judge_shadow,
+)
 from driftline_operator.crd import ModelMonitorSpec, RolloutStatus
 from driftline_operator.render import CONFIG_KEY, config_map_name
 from driftline_operator.rollout import (
@@ -60,13 +66,23 @@ def _insufficient(reason: str) -> ComparisonVerdict:
     return ComparisonVerdict("insufficient_data", f"InsufficientData: {reason}")
 
 
-def canary_verdict(spec: ModelMonitorSpec, windows: Windows) -> ComparisonVerdict:
-    """The canary window against the stable one of the same period."""
-    missing = [role for role in ("stable", "canary") if role not in windows.roles]
+def canary_verdict(
+    spec: ModelMonitorSpec, windows: Windows, baseline: StableBaseline, *, weight: float
+) -> ComparisonVerdict:
+    """The canary window against the stable one of the same period (or, at
+    weight 100 %, stable's last full window: see ``StableBaseline``)."""
+    stable = windows.roles.get("stable")
+    stable_counts, _ = baseline.choose(stable.counts if stable else None, weight=weight)
+    missing = [
+        role
+        for role, counts in (("stable", stable_counts), ("canary", windows.roles.get("canary")))
+        if counts is None
+    ]
     if missing:
         return _insufficient(f"no {' or '.join(missing)} pod answered with a full window yet")
+    assert stable_counts is not None
     return compare(
-        windows.roles["stable"].counts,
+        stable_counts,
         windows.roles["canary"].counts,
         spec.rollout.comparison,
         spec.slos,
@@ -108,6 +124,7 @@ class RolloutLoop:
         self._admin_token = admin_token
         self._logger = logger
         self._pending: tuple[Decision, ComparisonVerdict | None] | None = None
+        self._baseline = StableBaseline()
         self._problem: str | None = None  # the last Warning reported, to report it once
         self._shadow: Snapshot | None = None  # stable windows summed since the operator started
         self._shadow_verdict: str | None = None
@@ -153,7 +170,7 @@ class RolloutLoop:
         )
         router = router_for(spec.rollout.router, self._api)
         state = _state(monitor)
-        verdict = canary_verdict(spec, windows)
+        verdict = canary_verdict(spec, windows, self._baseline, weight=state.weight)
         if self._pending is not None:
             decision, verdict = self._pending
         else:

@@ -6,6 +6,7 @@ from scipy import stats
 from scipy.spatial import distance
 
 from driftline_operator.compare import (
+    StableBaseline,
     compare,
     histogram_quantile,
     homogeneity_p_value,
@@ -252,3 +253,14 @@ def test_homogeneity_p_value_is_scipy_chi2_contingency():
     expected = stats.chi2_contingency([[30, 50, 20], [10, 40, 50]], correction=False).pvalue
     assert homogeneity_p_value(a, b) == pytest.approx(expected)
     assert homogeneity_p_value([5, 0], [7, 0]) == 1.0
+
+
+def test_at_full_weight_the_canary_is_judged_against_stables_last_full_window():
+    baseline = StableBaseline(min_requests=50)
+    full, empty = window(ok=500), window(ok=0)
+
+    assert baseline.choose(full, weight=50) == (full, False)
+    assert baseline.choose(empty, weight=50) == (empty, False)  # below 100 %: no substitute
+    assert baseline.choose(empty, weight=100) == (full, True)
+    assert baseline.choose(None, weight=100) == (full, True)
+    assert StableBaseline().choose(None, weight=100) == (None, False)

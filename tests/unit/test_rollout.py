@@ -412,3 +412,14 @@ def test_guard_manual_abort_undoes_now():
         controls=Controls("abort"),
     )
     assert decision.actions == (RestoreRevision("r1"),) and decision.clear_control
+
+
+def test_a_tick_a_little_early_still_ends_the_step():
+    mid = RolloutState(phase="Progressing", step=0, weight=10, revision="v2", step_started_at=T0)
+    interval = 30.0
+
+    early = decide(SPEC, mid, canary(), now=T0 + interval - 0.5, canary_revision="v2")
+    too_early = decide(SPEC, mid, canary(), now=T0 + interval / 2, canary_revision="v2")
+
+    assert (early.state.step, early.state.weight) == (1, 50)
+    assert too_early.state.step == 0

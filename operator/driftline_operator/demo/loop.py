@@ -7,10 +7,8 @@ the decision's actions. Only the last part differs from a cluster: the
 actions go to an `ActionTaker` (here the demo's processes and router) instead
 of Deployments.
 
-One rule the loop adds: at weight 100 % the stable sidecars pass every
-request on, so stable's window is empty and the canary would have nothing
-to be compared with. The canary is then judged against stable's last window
-that had enough requests, and the tick says so.
+At weight 100 % the canary is judged against stable's last full window
+(`compare.StableBaseline`), and the tick says so.
 """
 
 from __future__ import annotations
@@ -20,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from driftline_operator.collect import MetricsSource, PodTarget, Window, WindowTracker
-from driftline_operator.compare import MIN_REQUESTS, ComparisonVerdict, compare
+from driftline_operator.compare import MIN_REQUESTS, ComparisonVerdict, StableBaseline, compare
 from driftline_operator.crd import Rollout, Slo
 from driftline_operator.rollout import Action, Decision, RolloutState, decide
-from driftline_operator.signals import request_count
 
 
 class ActionTaker(Protocol):
@@ -69,7 +66,7 @@ class CanaryLoop:
         self.min_requests = min_requests
         self.state = RolloutState()
         self._tracker = WindowTracker()
-        self._last_full_stable: Window | None = None
+        self._baseline = StableBaseline(min_requests=min_requests)
 
     @property
     def finished(self) -> bool:
@@ -79,11 +76,13 @@ class CanaryLoop:
         collection = await self.source.collect(self.targets, now=now)
         windows = self._tracker.advance(collection)
         stable, canary = windows.roles.get("stable"), windows.roles.get("canary")
-        baseline, substituted = self._baseline(stable)
+        baseline, substituted = self._baseline.choose(
+            stable.counts if stable else None, weight=self.state.weight
+        )
         verdict = None
         if baseline is not None and canary is not None:
             verdict = compare(
-                baseline.counts,
+                baseline,
                 canary.counts,
                 self.spec.comparison,
                 self.slos,
@@ -112,12 +111,3 @@ class CanaryLoop:
             stable_is_last_full_window=substituted,
             unreachable={**collection.unreachable, **windows.skipped},
         )
-
-    def _baseline(self, stable: Window | None) -> tuple[Window | None, bool]:
-        full = stable is not None and request_count(stable.counts) >= self.min_requests
-        if full:
-            self._last_full_stable = stable
-            return stable, False
-        if self.state.weight >= 100.0 and self._last_full_stable is not None:
-            return self._last_full_stable, True
-        return stable, False
