@@ -12,6 +12,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from yarl import URL
 
 
 class _Strict(BaseModel):
@@ -99,8 +100,18 @@ class RoutingConfig(_Strict):
     canary_url: str | None = None
     canary_weight: float = Field(default=0.0, ge=0.0, le=100.0)  # percent of requests
     shadow_url: str | None = None
-    shadow_percent: float = Field(default=0.0, ge=0.0, le=100.0)
-    shadow_concurrency: int = Field(default=16, ge=1)
+    shadow_percent: float = Field(default=0.0, ge=0.0, le=100.0)  # of locally served requests
+    shadow_concurrency: int = Field(default=16, ge=1)  # mirrors in flight; over it: dropped
+    shadow_timeout_seconds: float = Field(default=5.0, gt=0)  # then it counts as a shadow error
+
+    @field_validator("canary_url", "shadow_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and (URL(url).scheme not in ("http", "https") or not URL(url).host):
+            raise ValueError(
+                f"{url!r} is not an http(s) URL; give e.g. http://fraud-canary.ml.svc:80"
+            )
+        return url
 
 
 class SidecarConfig(_Strict):
@@ -126,5 +137,7 @@ def load_config(path: str | Path) -> SidecarConfig:
     with open(path, encoding="utf-8") as f:
         document = yaml.safe_load(f)
     if not isinstance(document, dict):
-        raise ValueError(f"{path}: the sidecar config must be a mapping, got {type(document).__name__}")
+        raise ValueError(
+            f"{path}: the sidecar config must be a mapping, got {type(document).__name__}"
+        )
     return SidecarConfig.model_validate(document)

@@ -29,6 +29,7 @@ from driftline_sidecar.profile import (
     bin_categorical,
     bin_numeric,
 )
+from driftline_sidecar.routing_metrics import shadow_counts
 from driftline_sidecar.snapshot import (
     LATENCY_BUCKETS,
     BinCounts,
@@ -150,7 +151,8 @@ def take_snapshot(
 ) -> Snapshot:
     """The cumulative counts, read from the registry that ``/metrics`` renders."""
     values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in metrics.registry.collect():
+    families = list(metrics.registry.collect())
+    for family in families:
         if not family.name.startswith(PREFIX):
             continue
         for sample in family.samples:
@@ -217,4 +219,5 @@ def take_snapshot(
         features={b.name: binned(b, b.name) for b in layout.binnings},
         prediction=binned(layout.prediction, None),
         classes=by_label("prediction_class_total", "class"),
+        shadow=shadow_counts(families),
     )

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
+import aiohttp
 import uvicorn
 import uvloop
 import yaml
@@ -34,7 +35,9 @@ from driftline_sidecar.metrics import SCORE_BUCKETS, SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog
 from driftline_sidecar.profile import ReferenceProfile, load_profile
 from driftline_sidecar.proxy import Proxy
+from driftline_sidecar.routing import CanarySplit
 from driftline_sidecar.server import ProxyServer
+from driftline_sidecar.shadow import ShadowMirror
 from driftline_sidecar.tracing import Tracing
 from driftline_sidecar.upstream import UpstreamPool
 
@@ -203,6 +206,7 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         features=layout.bins_per_feature,
         prediction_bins=layout.prediction.n_bins,
         score_buckets=score_buckets,
+        profile_sha256=layout.profile_sha256,
     )
     upstream = URL(config.upstream)
     upstream_host, upstream_port = upstream.host or "127.0.0.1", upstream.port or 80
@@ -226,6 +230,15 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         timeout_seconds=config.upstream_timeout_seconds,
         tls=upstream.scheme == "https",
     )
+    # The canary gets its own pool (routing.py), so it cannot take the local
+    # model's connections; the shadow, off the hot path, an aiohttp session.
+    split = CanarySplit(config.routing, timeout_seconds=config.upstream_timeout_seconds)
+    shadow_session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+    )
+    shadow = ShadowMirror(config=config, metrics=metrics.routing, session=shadow_session)
     proxy = Proxy(
         upstream=config.upstream,
         pool=pool,
@@ -233,6 +246,8 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         capture=worker.submit if worker is not None else None,
         max_capture_bytes=config.capture.max_body_bytes,
         tracing=tracing,
+        split=split,
+        shadow=shadow,
     )
     state = AdminState(
         config=config,
@@ -242,6 +257,7 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         upstream_host=upstream_host,
         upstream_port=upstream_port,
         last_upstream_ok=lambda: proxy.last_upstream_ok,
+        on_config=[lambda new: split.update(new.routing), shadow.update],
     )
     proxy_server = ProxyServer(proxy)
     admin_server = _server(create_admin_app(state), config.admin, graceful_seconds=1)
@@ -267,6 +283,8 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
 
     log.info("driftline-sidecar: shutting down, draining requests in flight")
     await proxy_server.shutdown(timeout=config.upstream_timeout_seconds + 1)
+    await shadow.drain(timeout=FLUSH_TIMEOUT_SECONDS)
+    await shadow_session.close()
     if worker is not None and worker_task is not None:
         try:
             await asyncio.wait_for(worker.drain(), timeout=FLUSH_TIMEOUT_SECONDS)

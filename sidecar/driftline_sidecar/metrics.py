@@ -1,5 +1,8 @@
 """Every Prometheus metric the sidecar exports, defined once.
 
+The canary split's and shadow mirror's metrics are defined in
+``driftline_sidecar.routing_metrics`` and bound here (``SidecarMetrics.routing``).
+
 The metrics are also the sidecar's only store of counts: ``/v1/snapshot`` is
 read back from this registry (``driftline_sidecar.counts``), so the two views
 can never disagree.
@@ -20,6 +23,7 @@ from typing import Any
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from driftline_sidecar.routing_metrics import RoutingMetrics
 from driftline_sidecar.snapshot import LATENCY_BUCKETS
 
 PREFIX = "driftline_"
@@ -50,6 +54,7 @@ class SidecarMetrics:
         features: Mapping[str, int],
         prediction_bins: int,
         score_buckets: Sequence[float] = SCORE_BUCKETS,
+        profile_sha256: str = "",
         registry: CollectorRegistry | None = None,
     ) -> None:
         # `_created` series double the scrape size and nothing here reads them.
@@ -61,6 +66,17 @@ class SidecarMetrics:
 
         def counter(name: str, doc: str, *labels: str) -> Counter:
             return Counter(PREFIX + name, doc, [*_BASE, *labels], registry=r)
+
+        # Which reference profile the bins come from, for a Prometheus-only
+        # operator that must not compare counts binned against another one.
+        info = Gauge(
+            PREFIX + "sidecar_info",
+            "The sidecar's identity (always 1).",
+            [*_BASE, "profile_sha256"],
+            registry=r,
+        )
+        info.labels(*self._base, profile_sha256).set(1)
+        self.routing = RoutingMetrics(registry=r, base=self._base)
 
         self._requests = counter(
             "requests_total", "Requests answered, by HTTP status code.", "code"

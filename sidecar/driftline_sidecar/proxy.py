@@ -7,8 +7,10 @@ model that is down or silent (a JSON 502/504), and, once a request is done,
 counts it, ends its spans and hands the bodies to the capture queue. The
 sidecar's own work can never fail or change a response.
 
-Routing (canary split, shadow mirror) will choose the upstream per request in
-``Proxy._route``; today there is one upstream.
+With a canary split (``driftline_sidecar.routing``) a request may go to the
+canary instead: it is served the same way but counted only as routed (the
+canary's own sidecar counts it). Requests the local model served may be
+mirrored to a shadow once answered (``driftline_sidecar.shadow``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from opentelemetry.trace import Span
 
 from driftline_sidecar.capture import Exchange as Captured
 from driftline_sidecar.metrics import SidecarMetrics
+from driftline_sidecar.routing import Canary, CanarySplit
+from driftline_sidecar.shadow import ShadowMirror
 from driftline_sidecar.tracing import TRACE_HEADERS, Tracing
 from driftline_sidecar.upstream import (
     Relay,
@@ -83,6 +87,7 @@ class Exchange:
     too_large: bool = False
     max_capture: int = 0
     upstream: UpstreamConnection | None = None  # the model connection answering it
+    canary: Canary | None = None  # routed to the canary instead of the local model
 
     def keep(self, data: bytes) -> None:
         """Count a body piece sent to the client, keeping a copy up to the capture limit."""
@@ -106,6 +111,8 @@ class Proxy:
         capture: Callable[[Captured], None] | None = None,
         max_capture_bytes: int = 1 << 20,
         tracing: Tracing | None = None,
+        split: CanarySplit | None = None,
+        shadow: ShadowMirror | None = None,
     ) -> None:
         self._upstream = upstream.rstrip("/")
         where = urlsplit(self._upstream)
@@ -117,10 +124,10 @@ class Proxy:
         self._capture = capture
         self._max_capture = max_capture_bytes
         self._tracing = tracing
+        self._split = split
+        self._shadow = shadow
+        self._routed = metrics.routing.routed_canary
         self.last_upstream_ok: float | None = None  # perf_counter() of the last answer
-
-    def _route(self, exchange: Exchange) -> UpstreamPool:
-        return self._pool
 
     def begin(
         self,
@@ -136,7 +143,9 @@ class Proxy:
         """Start an exchange: the request to send upstream, the request id, the spans."""
         self._requests_in_flight.inc()
         body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
-        lines = [b"%b %b%b HTTP/1.1" % (method, self._prefix, target)]
+        canary = self._split.pick() if self._split is not None else None
+        prefix = self._prefix if canary is None else canary.prefix
+        lines = [b"%b %b%b HTTP/1.1" % (method, prefix, target)]
         request_id = b""
         carrier: dict[str, str] = {}
         tracing = self._tracing is not None
@@ -163,7 +172,7 @@ class Proxy:
                 if line.split(b":", 1)[0].lower() not in connection_tokens
             ]
         if not has_host:
-            lines.append(b"host: " + self._host)
+            lines.append(b"host: " + (self._host if canary is None else canary.host))
         if not request_id:
             # Unique, not secret: no syscall per request (uuid4 reads os.urandom).
             request_id = b"%032x" % getrandbits(128)
@@ -171,7 +180,10 @@ class Proxy:
         span = client_span = None
         if tracing:
             assert self._tracing is not None
-            span, client_span, injected = self._spans(method, target, version, carrier, client)
+            base = self._upstream if canary is None else canary.url
+            span, client_span, injected = self._spans(
+                method, target, version, carrier, client, base
+            )
             lines.extend(f"{k}: {v}".encode("latin-1") for k, v in injected.items())
         if body or framed:
             lines.append(b"content-length: %d" % len(body))
@@ -186,11 +198,12 @@ class Proxy:
             span=span,
             client_span=client_span,
             max_capture=self._max_capture,
+            canary=canary,
         )
 
     async def forward(self, exchange: Exchange, relay: Relay) -> None:
         """Send the request to the model and relay its answer (raises ``UpstreamError``)."""
-        pool = self._route(exchange)
+        pool = self._pool if exchange.canary is None else exchange.canary.pool
         for attempt in (1, 2):
             connection, reused = await pool.acquire()
             exchange.upstream = connection
@@ -216,7 +229,8 @@ class Proxy:
         now = perf_counter()
         exchange.responded = True
         exchange.upstream_seconds = now - exchange.start
-        self.last_upstream_ok = now
+        if exchange.canary is None:
+            self.last_upstream_ok = now
         if exchange.client_span is not None:
             Tracing.end(exchange.client_span, status=head.status)
         lines = [b"HTTP/1.1 %d %b" % (head.status, head.reason)]
@@ -239,7 +253,8 @@ class Proxy:
             Tracing.end(exchange.client_span, status=None, error=type(error).__name__)
             exchange.client_span = None
         problem = "model timed out" if timed_out else f"model unreachable: {error}"
-        payload = json.dumps({"error": problem, "upstream": self._upstream}).encode()
+        upstream = self._upstream if exchange.canary is None else exchange.canary.url
+        payload = json.dumps({"error": problem, "upstream": upstream}).encode()
         exchange.sent = len(payload)
         reason = b"Gateway Timeout" if timed_out else b"Bad Gateway"
         close = b"" if exchange.keep_alive else b"connection: close\r\n"
@@ -260,6 +275,11 @@ class Proxy:
     def finish(self, exchange: Exchange) -> None:
         """Count the exchange, end its span, hand it to capture (never raises)."""
         self._requests_in_flight.dec()
+        if exchange.canary is not None:
+            self._routed.inc()  # the canary's own sidecar counts, captures and mirrors it
+            if exchange.span is not None:
+                Tracing.end(exchange.span, status=exchange.status)
+            return
         try:
             seconds = perf_counter() - exchange.start
             self._metrics.observe_request(
@@ -273,17 +293,17 @@ class Proxy:
                 Tracing.end(exchange.span, status=exchange.status)
             # Probes, errors and empty requests carry no prediction.
             body = exchange.body
-            if self._capture is not None and body and 200 <= exchange.status < 300:
+            if not body:
+                return
+            ok = 200 <= exchange.status < 300
+            kept = exchange.kept
+            response = kept[0] if len(kept) == 1 else b"".join(kept)
+            if self._capture is not None and ok:
                 too_large = exchange.too_large or len(body) > self._max_capture
-                kept = exchange.kept
                 self._capture(
                     Captured(
                         request=b"" if too_large else body,
-                        response=b""
-                        if too_large
-                        else kept[0]
-                        if len(kept) == 1
-                        else b"".join(kept),
+                        response=b"" if too_large else response,
                         status=exchange.status,
                         latency_seconds=seconds,
                         request_id=exchange.request_id.decode("latin-1"),
@@ -291,11 +311,20 @@ class Proxy:
                         too_large=too_large,
                     )
                 )
+            if self._shadow is not None:
+                self._shadow.offer(
+                    request=exchange.request,
+                    status=exchange.status,
+                    response=response if ok and not exchange.too_large else None,
+                    upstream_seconds=exchange.upstream_seconds,
+                )
         except Exception:  # counting must never fail a request already answered
             log.exception("proxy: bookkeeping after request %r failed", exchange.request_id)
 
     def close(self) -> None:
         self._pool.close()
+        if self._split is not None:
+            self._split.close()
 
     def _spans(
         self,
@@ -304,6 +333,7 @@ class Proxy:
         version: str,
         carrier: dict[str, str],
         client: tuple[str, int] | None,
+        base: str,
     ) -> tuple[Span, Span, dict[str, str]]:
         assert self._tracing is not None
         text = method.decode("latin-1")
@@ -316,6 +346,6 @@ class Proxy:
             "client": client,
         }
         span = self._tracing.start_server(method=text, scope=scope, carrier=carrier)
-        url = self._upstream + target.decode("latin-1")  # base path included
+        url = base + target.decode("latin-1")  # base path included
         client_span, injected = self._tracing.start_client(span, method=text, url=url)
         return span, client_span, injected

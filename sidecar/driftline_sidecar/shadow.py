@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 # Bodies larger than this are compared in a thread so the event loop keeps serving.
 THREAD_COMPARE_BYTES = 64 * 1024
-DEFAULT_TIMEOUT_SECONDS = 5.0
 
 Task = Literal["classification", "regression"]
 
@@ -144,8 +143,7 @@ class ShadowMirror:
             )
         self._fraction = routing.shadow_percent / 100.0 if self._url is not None else 0.0
         self._limit = routing.shadow_concurrency
-        seconds = getattr(routing, "shadow_timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
-        self._timeout = aiohttp.ClientTimeout(total=seconds)
+        self._timeout = aiohttp.ClientTimeout(total=routing.shadow_timeout_seconds)
         self._task: Task = model.prediction.task
         self._extractor = Extractor(
             protocol=model.protocol, features=(), prediction=model.prediction

@@ -1,0 +1,298 @@
+"""The shadow mirror end to end: a real sidecar mirrors to a real shadow model,
+the served answer is untouched and never waits, the comparison counts are
+exact, and the operator's judge_shadow tells a fit candidate from an unfit one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import httpx
+import numpy as np
+import pytest
+from aiohttp import web
+
+from driftline_operator.compare import judge_shadow
+from driftline_operator.crd import Comparison
+from driftline_operator.demo.model_server import Classifier
+from driftline_sidecar.snapshot import ShadowCounts
+from tests.component.conftest import (
+    N_FEATURES,
+    ModelServer,
+    _stop,
+    free_port,
+    start_model,
+)
+
+if TYPE_CHECKING:
+    from tests.component.conftest import Sidecar
+
+STABLE_SEED, OTHER_SEED = 7, 11
+N = 200
+# The latency margin is generous: these tests judge answers, not a loaded machine's p95.
+COMPARISON = Comparison(max_disagreement=0.05, max_score_difference=0.01, max_latency_increase="1s")
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    """A second process serving the same model as the stable one."""
+    server = start_model(tmp_path_factory.mktemp("twin"), "--seed", str(STABLE_SEED))
+    try:
+        yield server
+    finally:
+        _stop(server.process)
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    """A candidate with other weights: it disagrees on part of the inputs."""
+    server = start_model(tmp_path_factory.mktemp("other"), "--seed", str(OTHER_SEED))
+    try:
+        yield server
+    finally:
+        _stop(server.process)
+
+
+def rows(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, 1.0, (n, N_FEATURES))
+
+
+def probabilities(seed: int, table: np.ndarray) -> np.ndarray:
+    return Classifier(n_features=N_FEATURES, seed=seed).probability(table)
+
+
+def send(sidecar: Sidecar, table: np.ndarray) -> None:
+    with httpx.Client(timeout=30) as client:
+        for row in table.tolist():
+            response = client.post(
+                sidecar.proxy + "/predict", json={f"f{i}": v for i, v in enumerate(row)}
+            )
+            assert response.status_code == 200, response.text
+
+
+def settled(sidecar: Sidecar, mirrored: int) -> ShadowCounts:
+    """The shadow counts once every mirrored request has an outcome."""
+    snapshot = sidecar.wait_records(
+        lambda s: (
+            s["shadow"]["mirrored"] == mirrored
+            and s["shadow"]["compared"] + s["shadow"]["shadow_errors"] >= mirrored
+        )
+    )
+    return ShadowCounts.model_validate(snapshot["shadow"])
+
+
+def mirroring(shadow_url: str, **routing: Any) -> dict[str, Any]:
+    return {
+        "shadow_url": shadow_url,
+        "shadow_percent": 100,
+        "shadow_concurrency": 1000,  # sequential clients: never reached, so counts are exact
+        **routing,
+    }
+
+
+@pytest.mark.parametrize("candidate", ["twin", "other"])
+def test_classification_agreement_is_counted_and_judged(
+    candidate: str,
+    model: ModelServer,
+    request: pytest.FixtureRequest,
+    sidecar_factory: Callable[..., Sidecar],
+) -> None:
+    shadow: ModelServer = request.getfixturevalue(candidate)
+    seed = STABLE_SEED if candidate == "twin" else OTHER_SEED
+    sidecar = sidecar_factory(model.url, routing=mirroring(shadow.url))
+    table = rows(N)
+    send(sidecar, table)
+    counts = settled(sidecar, N)
+
+    # Expected independently: the two weight vectors applied here.
+    expected = int(
+        ((probabilities(STABLE_SEED, table) >= 0.5) == (probabilities(seed, table) >= 0.5)).sum()
+    )
+    assert (counts.mirrored, counts.compared, counts.agreed) == (N, N, expected)
+    assert (counts.dropped, counts.stable_errors, counts.shadow_errors) == (0, 0, 0)
+    assert counts.stable_latency.count == N and counts.shadow_latency.count == N
+    verdict = judge_shadow(counts, COMPARISON)
+    if candidate == "twin":
+        assert expected == N
+        assert verdict.verdict == "ok", verdict.reason
+    else:
+        assert N - expected > 0.2 * N  # the other weights really do disagree often
+        assert verdict.verdict == "fail", verdict.reason
+        assert verdict.failed[0].name == "disagreement"
+
+
+@pytest.mark.parametrize("candidate", ["twin", "other"])
+def test_regression_differences_are_counted_and_judged(
+    candidate: str,
+    model: ModelServer,
+    request: pytest.FixtureRequest,
+    sidecar_factory: Callable[..., Sidecar],
+) -> None:
+    shadow: ModelServer = request.getfixturevalue(candidate)
+    seed = STABLE_SEED if candidate == "twin" else OTHER_SEED
+    sidecar = sidecar_factory(
+        model.url,
+        model={"protocol": "json", "prediction": {"path": "probability", "task": "regression"}},
+        routing=mirroring(shadow.url),
+    )
+    table = rows(N, seed=1)
+    send(sidecar, table)
+    counts = settled(sidecar, N)
+
+    ours, theirs = probabilities(STABLE_SEED, table), probabilities(seed, table)
+    assert counts.compared == N and counts.agreed == 0
+    assert counts.abs_difference_sum == pytest.approx(np.abs(ours - theirs).sum(), abs=1e-9)
+    assert counts.rel_difference_sum == pytest.approx(
+        (np.abs(ours - theirs) / ours).sum(), abs=1e-9
+    )
+    verdict = judge_shadow(counts, COMPARISON, task="regression")
+    assert verdict.verdict == ("ok" if candidate == "twin" else "fail"), verdict.reason
+
+
+def test_a_shadow_that_is_down_counts_errors_and_clients_see_nothing(
+    model: ModelServer, sidecar_factory: Callable[..., Sidecar]
+) -> None:
+    sidecar = sidecar_factory(model.url, routing=mirroring(f"http://127.0.0.1:{free_port()}"))
+    send(sidecar, rows(10))
+    counts = settled(sidecar, 10)
+    assert (counts.shadow_errors, counts.compared, counts.stable_errors) == (10, 0, 0)
+    assert sidecar.snapshot()["requests"] == {"200": 10}
+    verdict = judge_shadow(counts, COMPARISON, min_requests=1)
+    assert verdict.verdict == "insufficient_data"  # nothing compared: no evidence either way
+
+
+def test_shadow_metrics_and_the_profile_hash_are_exported(
+    model: ModelServer, sidecar_factory: Callable[..., Sidecar]
+) -> None:
+    sidecar = sidecar_factory(model.url, routing=mirroring(model.url))
+    send(sidecar, rows(3))
+    settled(sidecar, 3)
+    text = sidecar.metrics()
+    for needle in (
+        'driftline_shadow_requests_total{model="fraud",outcome="mirrored",role="stable",version="v1"} 3.0',
+        'outcome="compared"',
+        'outcome="agreed"',
+        'outcome="dropped"',
+        'driftline_shadow_errors_total{model="fraud",role="stable",side="shadow",version="v1"} 0.0',
+        'driftline_shadow_duration_seconds_count{model="fraud",role="stable",side="shadow",version="v1"} 3.0',
+        "driftline_shadow_abs_difference_sum",
+        'driftline_sidecar_info{model="fraud",profile_sha256="",role="stable",version="v1"} 1.0',
+    ):
+        assert needle in text, needle
+
+
+# -- a shadow the test holds back: ordering by events, not by timing ------------
+
+
+class GatedShadow:
+    """An in-process shadow that forwards to a real model, but only once released."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        self.received = 0
+        self.answered = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received += 1
+        self.arrived.set()
+        body = await request.read()
+        await self.release.wait()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.upstream + request.path_qs, data=body) as response,
+        ):
+            answer = await response.read()
+        self.answered += 1
+        return web.Response(body=answer, status=response.status, content_type="application/json")
+
+
+@asynccontextmanager
+async def gated(upstream: str) -> AsyncIterator[tuple[GatedShadow, str]]:
+    shadow = GatedShadow(upstream)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", shadow.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield shadow, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        shadow.release.set()
+        await runner.cleanup()
+
+
+async def shadow_counts(client: httpx.AsyncClient, sidecar: Sidecar) -> dict[str, Any]:
+    return (await client.get(sidecar.admin + "/v1/snapshot")).json()["shadow"]
+
+
+async def eventually(check: Callable[[], Any], what: str) -> None:
+    for _ in range(600):  # up to ~60 s on a loaded machine
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.asyncio
+async def test_the_client_has_its_exact_answer_before_the_shadow_answers(
+    model: ModelServer, sidecar_factory: Callable[..., Sidecar]
+) -> None:
+    body = json.dumps({"f0": 0.3, "f1": -1.2, "f2": 0.7, "f3": 2.0}).encode()
+    async with gated(model.url) as (shadow, url), httpx.AsyncClient(timeout=30) as client:
+        sidecar = sidecar_factory(model.url, routing=mirroring(url))
+        direct = await client.post(model.url + "/predict", content=body)
+        served = await client.post(sidecar.proxy + "/predict", content=body)
+        # The shadow is held back, so it has not answered: the client did not wait for it.
+        assert shadow.answered == 0
+        assert served.status_code == direct.status_code == 200
+        assert served.content == direct.content  # byte-identical
+        assert served.headers["content-type"] == direct.headers["content-type"]
+
+        await asyncio.wait_for(shadow.arrived.wait(), timeout=60)  # the mirror reached it
+        counts = await shadow_counts(client, sidecar)
+        assert (counts["mirrored"], counts["compared"]) == (1, 0)
+        shadow.release.set()
+
+        async def compared() -> bool:
+            return (await shadow_counts(client, sidecar))["compared"] == 1
+
+        await eventually(compared, "the comparison")
+        counts = await shadow_counts(client, sidecar)
+        assert (counts["agreed"], counts["shadow_errors"], shadow.answered) == (1, 0, 1)
+
+
+@pytest.mark.asyncio
+async def test_mirrors_over_the_concurrency_bound_are_dropped(
+    model: ModelServer, sidecar_factory: Callable[..., Sidecar]
+) -> None:
+    body = json.dumps({"f0": 1.0}).encode()
+    async with gated(model.url) as (shadow, url), httpx.AsyncClient(timeout=30) as client:
+        sidecar = sidecar_factory(model.url, routing=mirroring(url, shadow_concurrency=1))
+        assert (await client.post(sidecar.proxy + "/predict", content=body)).status_code == 200
+        await asyncio.wait_for(shadow.arrived.wait(), timeout=60)  # the one slot is taken
+        for _ in range(5):
+            assert (await client.post(sidecar.proxy + "/predict", content=body)).status_code == 200
+        counts = await shadow_counts(client, sidecar)
+        assert (counts["mirrored"], counts["dropped"]) == (1, 5)
+        shadow.release.set()
+
+        async def compared() -> bool:
+            return (await shadow_counts(client, sidecar))["compared"] == 1
+
+        await eventually(compared, "the comparison")
+        assert shadow.received == 1
+        # The slot is free again: the next request is mirrored.
+        assert (await client.post(sidecar.proxy + "/predict", content=body)).status_code == 200
+
+        async def mirrored_again() -> bool:
+            return (await shadow_counts(client, sidecar))["compared"] == 2
+
+        await eventually(mirrored_again, "the second comparison")
+        assert (await shadow_counts(client, sidecar))["dropped"] == 5
