@@ -41,10 +41,6 @@ from driftline_operator.rollout import (
 from driftline_operator.routers import RouterError
 from driftline_operator.sources.sidecar import SidecarSource
 
-# JS distance between two histograms of ~100 requests each is ~0.13 by chance
-# alone (10 score bins), so the CRD's default 0.1 would fail healthy canaries
-# at small weights; 0.25 still catches the drift scenario (~0.5).
-MAX_SCORE_DRIFT = 0.25
 SLOS = [
     Slo(name="p95", metric="latency", quantile=0.95, max="250ms"),
     Slo(name="availability", metric="successRate", objective="99%"),
@@ -76,7 +72,6 @@ def rollout_spec(options: Options) -> Rollout:
             "interval": options.interval,
             "failureLimit": options.failure_limit,
             "progressDeadline": deadline,
-            "comparison": {"maxScoreDrift": MAX_SCORE_DRIFT},
         }
     )
 
