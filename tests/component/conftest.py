@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,13 +51,49 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+PROMETHEUS = "/usr/bin/prometheus"
+needs_prometheus = pytest.mark.skipif(
+    shutil.which(PROMETHEUS) is None, reason="no /usr/bin/prometheus (Debian package prometheus)"
+)
+
+
+@contextlib.contextmanager
+def running_prometheus(tmp: Path, targets: list[str]) -> Iterator[str]:
+    """A real Prometheus scraping ``targets`` (host:port) every second; yields its URL."""
+    config = tmp / "prometheus.yml"
+    job = {"job_name": "driftline-sidecar", "static_configs": [{"targets": targets}]}
+    config.write_text(
+        yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [job]})
+    )
+    url = f"http://127.0.0.1:{free_port()}"
+    log = tmp / "prometheus.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp / 'prometheus-data'}",
+                f"--web.listen-address={url.removeprefix('http://')}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_http(url + "/-/ready", process, log, timeout=90)
+        yield url
+    finally:
+        _stop(process)
+
+
+def _wait_http(
+    url: str, process: subprocess.Popen[bytes], log: Path, *, timeout: float = READY_TIMEOUT
+) -> None:
     def up() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"{url}: process exited early:\n{log.read_text()}")
         return httpx.get(url, timeout=2.0).status_code == 200
 
-    wait_until(up, what=url)
+    wait_until(up, timeout=timeout, what=url)
 
 
 @dataclass

@@ -4,8 +4,6 @@ and a real Prometheus scraping real sidecars giving the same window."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -14,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import pytest_asyncio
-import yaml
 from aiohttp import web
 
 from driftline_operator.collect import Collection, PodTarget, WindowTracker
@@ -23,12 +20,16 @@ from driftline_operator.monitor import MonitorRunner
 from driftline_operator.opmetrics import OperatorMetrics
 from driftline_operator.sources import PrometheusSource, SidecarSource
 from driftline_sidecar.snapshot import BinCounts, ProcessInfo, Snapshot
-from tests.component.conftest import free_port, wait_until
+from tests.component.conftest import (
+    free_port,
+    needs_prometheus,
+    running_prometheus,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     from tests.component.conftest import ModelServer, Sidecar
 
-PROMETHEUS = "/usr/bin/prometheus"
 EDGES = [-1.0, -0.5, 0.0, 0.5, 1.0]
 CONFIG = {
     "model": {
@@ -248,47 +249,8 @@ async def test_monitor_runner_reports_a_real_window_in_status_and_metrics(
 
 @pytest.fixture
 def prometheus(tmp_path: Path, two_sidecars: tuple[Sidecar, Sidecar]) -> Iterator[str]:
-    config = tmp_path / "prometheus.yml"
-    admins = [s.config["admin"] for s in two_sidecars]
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s"},
-                "scrape_configs": [
-                    {"job_name": "driftline-sidecar", "static_configs": [{"targets": admins}]}
-                ],
-            }
-        )
-    )
-    port = free_port()
-    log = tmp_path / "prometheus.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            assert process.poll() is None, log.read_text()
-            return httpx.get(url + "/-/ready", timeout=5).status_code == 200
-
-        wait_until(ready, timeout=90, what="Prometheus to start")
+    with running_prometheus(tmp_path, [s.config["admin"] for s in two_sidecars]) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def scraped_after(url: str, moment: float, instances: list[str]) -> None:
@@ -306,9 +268,7 @@ def scraped_after(url: str, moment: float, instances: list[str]) -> None:
 
 @pytest.mark.prometheus
 @pytest.mark.asyncio
-@pytest.mark.skipif(
-    shutil.which(PROMETHEUS) is None, reason="no /usr/bin/prometheus (Debian package prometheus)"
-)
+@needs_prometheus
 async def test_prometheus_source_gives_the_same_window_as_the_sidecars(
     two_sidecars: tuple[Sidecar, Sidecar], prometheus: str
 ) -> None:
