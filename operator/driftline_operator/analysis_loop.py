@@ -9,11 +9,9 @@ daemon in `handlers` owns the timing and posts the returned Events through kopf.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
-from functools import partial
 from typing import Any
 
 from kubernetes.client import ApiClient
@@ -121,9 +119,11 @@ class AnalysisLoop:
     async def tick(self, *, spec: ModelMonitorSpec, body: Mapping[str, Any]) -> list[Event]:
         # Read afresh: the rollout's state and controls must be what the API
         # holds now, not what the watch last delivered.
-        fresh = await asyncio.to_thread(kube.get_monitor, self._api, self._namespace, self._name)
+        fresh = await kube.aread(self._api, kube.MONITORS, self._namespace, self._name)
         monitor = fresh if fresh is not None else body
-        pods = await asyncio.to_thread(kube.list_pods, self._api, self._namespace, spec.selector)
+        pods = await kube.alist_objects(
+            self._api, kube.PODS, self._namespace, selector=spec.selector
+        )
         counts = status.pod_counts(pods, spec.selector)
         events: list[Event] = []
         profile, sha = await self._reference(spec, events)
@@ -142,21 +142,13 @@ class AnalysisLoop:
             rollout=rollout,
         )
         version = (monitor.get("metadata") or {}).get("resourceVersion")
-        await asyncio.to_thread(
-            partial(kube.patch_monitor_status, resource_version=version),
-            self._api,
-            self._namespace,
-            self._name,
-            patch,
+        await kube.apatch_status(
+            self._api, kube.MONITORS, self._namespace, self._name, patch, resource_version=version
         )
         if rollout.clear_control:
-            await asyncio.to_thread(
-                kube.remove_monitor_annotation,
-                self._api,
-                self._namespace,
-                self._name,
-                CONTROL_ANNOTATION,
-            )
+            # A one-shot control that has been acted on.
+            removal = {"metadata": {"annotations": {CONTROL_ANNOTATION: None}}}
+            await kube.apatch(self._api, kube.MONITORS, self._namespace, self._name, removal)
         return events + outcome.events + rollout.events
 
     async def _reference(
@@ -165,9 +157,7 @@ class AnalysisLoop:
         if spec.reference is None:
             return None, None
         ref = spec.reference.config_map_ref
-        config_map = await asyncio.to_thread(
-            kube.read_config_map, self._api, self._namespace, ref.name
-        )
+        config_map = await kube.aread(self._api, kube.CONFIGMAPS, self._namespace, ref.name)
         text = ((config_map or {}).get("data") or {}).get(ref.key)
         problem: str | None = None
         result: tuple[ReferenceProfile | None, str | None] = (None, None)

@@ -21,6 +21,17 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
+from driftline_operator.kube import (
+    DEPLOYMENTS,
+    REPLICASETS,
+    Obj,
+    aget,
+    alist_objects,
+    apatch,
+    aupdate,
+    replacing,
+    selector_of,
+)
 from driftline_operator.render import ROLE_LABEL
 from driftline_operator.rollout import (
     Action,
@@ -31,16 +42,6 @@ from driftline_operator.rollout import (
     StartCanary,
 )
 from driftline_operator.routers import Router, RouterError, RouteTarget
-from driftline_operator.routers._kube import (
-    DEPLOYMENTS,
-    REPLICASETS,
-    Obj,
-    get,
-    list_,
-    patch,
-    replacing,
-    update,
-)
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
@@ -74,7 +75,7 @@ def template_hash(obj: Obj) -> str:
 
 
 async def read(api: ApiClient, namespace: str, name: str) -> Obj:
-    return await get(api, DEPLOYMENTS, namespace, name)
+    return await aget(api, DEPLOYMENTS, namespace, name)
 
 
 async def copy_template(api: ApiClient, namespace: str, name: str, template: Obj) -> None:
@@ -86,7 +87,7 @@ async def copy_template(api: ApiClient, namespace: str, name: str, template: Obj
             return None
         return {"spec": {"template": replacing(current, template)}}
 
-    await update(api, DEPLOYMENTS, namespace, name, change)
+    await aupdate(api, DEPLOYMENTS, namespace, name, change)
 
 
 async def promote(api: ApiClient, namespace: str, *, stable: str, canary: str) -> None:
@@ -109,7 +110,7 @@ async def promote(api: ApiClient, namespace: str, *, stable: str, canary: str) -
 
 async def scale(api: ApiClient, namespace: str, name: str, replicas: int) -> None:
     body = {"spec": {"replicas": replicas}}
-    await patch(api, DEPLOYMENTS, namespace, name, body, subresource="scale")
+    await apatch(api, DEPLOYMENTS, namespace, name, body, subresource="scale")
 
 
 async def start_canary(api: ApiClient, namespace: str, *, stable: str, canary: str) -> None:
@@ -132,10 +133,10 @@ class Revision:
 async def revisions(api: ApiClient, namespace: str, name: str) -> list[Revision]:
     """The Deployment's ReplicaSets as revisions, newest first."""
     deployment = await read(api, namespace, name)
-    labels = deployment["spec"]["selector"].get("matchLabels") or {}
+    selector = selector_of(deployment)
     uid = deployment["metadata"].get("uid")
     found = []
-    for replica_set in await list_(api, REPLICASETS, namespace, match_labels=labels):
+    for replica_set in await alist_objects(api, REPLICASETS, namespace, selector=selector):
         owners = replica_set["metadata"].get("ownerReferences") or []
         if uid is not None and not any(o.get("uid") == uid for o in owners):
             continue  # another Deployment's ReplicaSet with overlapping labels

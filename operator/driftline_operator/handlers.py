@@ -134,10 +134,12 @@ def reconcile(
 
     routing, routing_problem = _routing(memo.api, namespace, name, spec)
     manifest = render.config_map(name, namespace, spec, owner=raw, routing=routing)
-    kube.apply_config_map(memo.api, manifest)
+    kube.apply(memo.api, kube.CONFIGMAPS, manifest)
     token = tokens.admin_token(memo.admin_key, namespace=namespace, name=name, uid=_uid(body))
-    kube.apply_secret(memo.api, render.admin_secret(name, namespace, token=token, owner=raw))
-    counts = status.pod_counts(kube.list_pods(memo.api, namespace, spec.selector), spec.selector)
+    secret = render.admin_secret(name, namespace, token=token, owner=raw)
+    kube.apply(memo.api, kube.SECRETS, secret, content="stringData")
+    pods = kube.list_objects(memo.api, kube.PODS, namespace, selector=spec.selector)
+    counts = status.pod_counts(pods, spec.selector)
     patch.status.update(
         status.ready(raw, config_map=manifest["metadata"]["name"], pods=counts, now=now)
     )
@@ -167,7 +169,7 @@ def _routing(
         service = rollout.shadow_service
         port = service.port
         if isinstance(port, str) and not port.isdigit():
-            found = kube.read_service(api, namespace, service.name) or {}
+            found = kube.read(api, kube.SERVICES, namespace, service.name) or {}
             numbers = [
                 p["port"]
                 for p in (found.get("spec") or {}).get("ports", [])
@@ -182,7 +184,7 @@ def _routing(
             port = numbers[0]
         return render.shadow_routing(spec, namespace=namespace, port=int(port)), None
     if rollout.strategy == "canary" and rollout.router == "sidecar":
-        current = kube.read_config_map(api, namespace, render.config_map_name(name)) or {}
+        current = kube.read(api, kube.CONFIGMAPS, namespace, render.config_map_name(name)) or {}
         text = (current.get("data") or {}).get(render.CONFIG_KEY)
         try:
             document = yaml.safe_load(text) if text else None
@@ -200,7 +202,7 @@ def _missing_reference(api: Any, namespace: str, spec: ModelMonitorSpec) -> str 
     if spec.reference is None:
         return None
     ref = spec.reference.config_map_ref
-    config_map = kube.read_config_map(api, namespace, ref.name)
+    config_map = kube.read(api, kube.CONFIGMAPS, namespace, ref.name)
     where = f"spec.reference.configMapRef: ConfigMap {namespace}/{ref.name}"
     if config_map is None:
         return (
@@ -217,7 +219,7 @@ def _missing_reference(api: Any, namespace: str, spec: ModelMonitorSpec) -> str 
 @kopf.on.delete(*MONITORS, id="cleanup")
 def cleanup(name: str, namespace: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     config_map = render.config_map_name(name)
-    if kube.delete_config_map(memo.api, namespace, config_map):
+    if kube.delete(memo.api, kube.CONFIGMAPS, namespace, config_map):
         logger.info(f"Deleted ConfigMap {namespace}/{config_map}.")
 
 

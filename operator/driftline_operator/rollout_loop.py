@@ -26,7 +26,7 @@ import aiohttp
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from driftline_operator import alerting, deployments
+from driftline_operator import alerting, deployments, kube
 from driftline_operator.collect import Windows
 from driftline_operator.compare import (
     ComparisonVerdict,
@@ -45,13 +45,14 @@ from driftline_operator.rollout import (
     decide_guard,
 )
 from driftline_operator.routers import Router, RouterError, RouteTarget, router_for
-from driftline_operator.routers._kube import REPLICASETS, list_
 from driftline_sidecar.snapshot import Snapshot, merge
 
 Event = tuple[str, str, str]  # (type, reason, message), as kopf.event takes them
 
 CANDIDATE_FIT = "CandidateFit"  # shadow: the condition saying whether to promote
 _ACTING_PHASES = ("Progressing", "Paused", "Failed")  # they override the analysis' phase
+# What a failed action raises: its decision is tried again at the next tick.
+_ACTION_ERRORS = (RouterError, kube.NotFound, ApiException, aiohttp.ClientError, RuntimeError)
 
 
 @dataclass
@@ -151,7 +152,7 @@ class RolloutLoop:
                 return await self._guard(spec, monitor, pods, windows, now)
             if strategy == "shadow":
                 return self._judge_shadow(spec, windows)
-        except (RouterError, ValueError) as error:
+        except (RouterError, kube.NotFound, ValueError) as error:
             return self._report(str(error))
         return RolloutOutcome()
 
@@ -240,7 +241,10 @@ class RolloutLoop:
                 "belongs to a ReplicaSet yet; set spec.rollout.stableRef to the Deployment"
             )
         owners: Counter[str] = Counter()
-        for replica_set in await list_(self._api, REPLICASETS, self._namespace, match_labels={}):
+        every = await kube.alist_objects(
+            self._api, kube.REPLICASETS, self._namespace, selector=None
+        )
+        for replica_set in every:
             if replica_set["metadata"].get("name") in replica_sets:
                 deployment = _owner(replica_set, "Deployment")
                 if deployment is not None:
@@ -306,7 +310,7 @@ class RolloutLoop:
             await deployments.carry_out(
                 decision.actions, api=self._api, router=router, target=target, deployment=deployment
             )
-        except (RouterError, ApiException, aiohttp.ClientError, RuntimeError) as error:
+        except _ACTION_ERRORS as error:
             self._pending = (decision, verdict)
             what = ", ".join(type(a).__name__ for a in decision.actions)
             return self._report(f"{self.who}: {what} failed, retrying at the next tick: {error}")

@@ -5,9 +5,9 @@ shape): `set_weight`, `get_weight`, `finalize`. Adding a provider is a new
 file and one line in `router_for`. Every router is idempotent: setting the
 weight it already has changes nothing, so the operator may reassert it.
 
-Routers talk to the Kubernetes API with the official client, synchronously in
-a worker thread (`asyncio.to_thread`), reading raw JSON rather than the
-client's models, so custom resources and core ones look the same.
+Routers talk to the Kubernetes API through `driftline_operator.kube` (raw
+JSON, in a worker thread), so custom resources and core ones look the same;
+an object that is not there raises `kube.NotFound`.
 """
 
 from __future__ import annotations

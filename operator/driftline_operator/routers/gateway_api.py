@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from kubernetes.client import ApiClient
 
+from driftline_operator.kube import Obj, Resource, aget, aupdate
 from driftline_operator.routers import RouterError, RouteTarget
-from driftline_operator.routers._kube import Obj, Resource, get, update
 from driftline_operator.routers._split import Entry, percent, share, split
 
 HTTPROUTES = Resource("gateway.networking.k8s.io/v1", "httproutes", "HTTPRoute")
@@ -42,10 +42,10 @@ class GatewayApiRouter:
                 raise _no_stable(target)
             return None if new_rules == rules else {"spec": {"rules": new_rules}}
 
-        await update(self.api, HTTPROUTES, target.namespace, _route(target), change)
+        await aupdate(self.api, HTTPROUTES, target.namespace, _route(target), change)
 
     async def get_weight(self, target: RouteTarget) -> float:
-        route = await get(self.api, HTTPROUTES, target.namespace, _route(target))
+        route = await aget(self.api, HTTPROUTES, target.namespace, _route(target))
         for rule in route.get("spec", {}).get("rules") or []:
             refs = rule.get("backendRefs") or []
             if any(_named(target.stable_service)(r) for r in refs):

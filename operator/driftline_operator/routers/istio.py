@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from kubernetes.client import ApiClient
 
+from driftline_operator.kube import Obj, Resource, aget, aupdate
 from driftline_operator.routers import RouterError, RouteTarget
-from driftline_operator.routers._kube import Obj, Resource, get, update
 from driftline_operator.routers._split import Entry, percent, share, split
 
 VIRTUALSERVICES = Resource("networking.istio.io/v1beta1", "virtualservices", "VirtualService")
@@ -45,10 +45,10 @@ class IstioRouter:
                 raise _no_stable(target)
             return None if new_routes == routes else {"spec": {"http": new_routes}}
 
-        await update(self.api, VIRTUALSERVICES, target.namespace, _name(target), change)
+        await aupdate(self.api, VIRTUALSERVICES, target.namespace, _name(target), change)
 
     async def get_weight(self, target: RouteTarget) -> float:
-        service = await get(self.api, VIRTUALSERVICES, target.namespace, _name(target))
+        service = await aget(self.api, VIRTUALSERVICES, target.namespace, _name(target))
         for route in service.get("spec", {}).get("http") or []:
             destinations = route.get("route") or []
             if any(_host(target.stable_service)(d) for d in destinations):

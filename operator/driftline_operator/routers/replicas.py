@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from kubernetes.client import ApiClient
 
+from driftline_operator.kube import DEPLOYMENTS, aget, apatch
 from driftline_operator.routers import RouteTarget
-from driftline_operator.routers._kube import DEPLOYMENTS, get, patch
 
 
 class ReplicasRouter:
@@ -22,8 +22,8 @@ class ReplicasRouter:
         self.api = api
 
     async def _replicas(self, target: RouteTarget) -> tuple[int, int]:
-        stable = await get(self.api, DEPLOYMENTS, target.namespace, target.stable)
-        canary = await get(self.api, DEPLOYMENTS, target.namespace, target.canary)
+        stable = await aget(self.api, DEPLOYMENTS, target.namespace, target.stable)
+        canary = await aget(self.api, DEPLOYMENTS, target.namespace, target.canary)
         return _count(stable), _count(canary)
 
     async def set_weight(self, target: RouteTarget, weight: float) -> None:
@@ -37,7 +37,7 @@ class ReplicasRouter:
         for name, current, wanted in changes:
             if wanted != current:
                 body = {"spec": {"replicas": wanted}}
-                await patch(
+                await apatch(
                     self.api, DEPLOYMENTS, target.namespace, name, body, subresource="scale"
                 )
 

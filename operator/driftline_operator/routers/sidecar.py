@@ -17,17 +17,18 @@ import aiohttp
 import yaml
 from kubernetes.client import ApiClient
 
-from driftline_operator.routers import RouterError, RouteTarget
-from driftline_operator.routers._kube import (
+from driftline_operator.kube import (
     CONFIGMAPS,
     DEPLOYMENTS,
     PODS,
     SERVICES,
     Obj,
-    get,
-    list_,
-    update,
+    aget,
+    alist_objects,
+    aupdate,
+    selector_of,
 )
+from driftline_operator.routers import RouterError, RouteTarget
 
 ADMIN_PORT_NAME = "driftline-admin"  # the injected sidecar's admin port
 TIMEOUT = aiohttp.ClientTimeout(total=5)
@@ -45,7 +46,9 @@ class SidecarRouter:
         await self._push(target, routing)
 
     async def get_weight(self, target: RouteTarget) -> float:
-        document = _document(await get(self.api, CONFIGMAPS, target.namespace, _cm(target)), target)
+        document = _document(
+            await aget(self.api, CONFIGMAPS, target.namespace, _cm(target)), target
+        )
         return float((document.get("routing") or {}).get("canary_weight", 0.0))
 
     async def finalize(self, target: RouteTarget) -> None:
@@ -54,7 +57,7 @@ class SidecarRouter:
     async def _canary_url(self, target: RouteTarget) -> str:
         port = target.canary_port
         if isinstance(port, str):  # a named Service port: the URL needs its number
-            service = await get(self.api, SERVICES, target.namespace, target.canary_service)
+            service = await aget(self.api, SERVICES, target.namespace, target.canary_service)
             numbers = [p["port"] for p in service["spec"].get("ports", []) if p.get("name") == port]
             if not numbers:
                 raise RouterError(
@@ -74,7 +77,7 @@ class SidecarRouter:
             text = yaml.safe_dump(document, sort_keys=False)
             return {"data": {target.config_key: text}}
 
-        await update(self.api, CONFIGMAPS, target.namespace, _cm(target), change)
+        await aupdate(self.api, CONFIGMAPS, target.namespace, _cm(target), change)
 
     async def _push(self, target: RouteTarget, routing: dict[str, Any]) -> None:
         if not target.admin_token:
@@ -82,9 +85,9 @@ class SidecarRouter:
                 f"ModelMonitor {target.namespace}/{target.monitor}: the sidecar router needs the "
                 "sidecars' admin token to push a canary weight"
             )
-        deployment = await get(self.api, DEPLOYMENTS, target.namespace, target.stable)
-        labels = deployment["spec"]["selector"].get("matchLabels") or {}
-        pods = await list_(self.api, PODS, target.namespace, match_labels=labels)
+        deployment = await aget(self.api, DEPLOYMENTS, target.namespace, target.stable)
+        selector = selector_of(deployment)
+        pods = await alist_objects(self.api, PODS, target.namespace, selector=selector)
         running = [p for p in pods if _is_running(p)]
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
             results = await asyncio.gather(
