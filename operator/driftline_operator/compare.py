@@ -183,9 +183,11 @@ def judge_slos(window: Snapshot, slos: Sequence[Slo]) -> tuple[Check, ...]:
     """The SLOs a candidate must meet on its own, judged on its window.
 
     Latency and error SLOs only: drift SLOs need the reference profile and
-    are the monitor's judgement, not the rollout's.
+    are the monitor's judgement, not the rollout's. Unlike the monitor's
+    burn-rate verdicts (`slo.judge_slo`, which look at a short and a long
+    window), a canary step has one window, so an error SLO breaches when the
+    error rate is significantly above the budget in it.
     """
-    # Adapter until analysis.py (H4) exports SLO verdicts on a window; replace then.
     n, errors = request_count(window), error_count(window)
     checks = []
     for slo in slos:
