@@ -3,17 +3,21 @@
 Like the rest of the sidecar's metrics they are its only store of these
 counts: the snapshot's ``shadow`` section is read back from them
 (``shadow_counts``), so ``/metrics`` and ``/v1/snapshot`` cannot disagree.
+The operator's Prometheus source reads the scraped series with the same
+function (``shadow_counts_from_samples``), so the names are mapped here only.
 Every child is bound once, with the sidecar's ``model``/``version``/``role``.
 """
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client.metrics_core import Metric
-from prometheus_client.utils import floatToGoString
+from prometheus_client.samples import Sample
 
 from driftline_sidecar.snapshot import LATENCY_BUCKETS, ShadowCounts
 from driftline_sidecar.snapshot import Histogram as HistogramCounts
@@ -22,7 +26,7 @@ PREFIX = "driftline_"
 BASE_LABELS = ("model", "version", "role")
 OUTCOMES = ("mirrored", "dropped", "compared", "agreed")
 SIDES = ("stable", "shadow")
-_LES = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+_BOUNDS = [*LATENCY_BUCKETS, math.inf]
 
 
 class RoutingMetrics:
@@ -102,33 +106,44 @@ class RoutingMetrics:
 
 def shadow_counts(families: Iterable[Metric]) -> ShadowCounts:
     """Read ``ShadowCounts`` from collected metric families (``registry.collect()``)."""
-    values: dict[tuple[str, str], float] = {}
-    for family in families:
-        if not family.name.startswith(PREFIX + "shadow_"):
-            continue
-        for sample in family.samples:
-            key = sample.labels.get("outcome") or sample.labels.get("side", "")
-            if "le" in sample.labels:
-                key += "/" + sample.labels["le"]
-            values[(sample.name, key)] = sample.value
+    return shadow_counts_from_samples(s for family in families for s in family.samples)
 
-    def get(name: str, key: str = "") -> float:
-        return values.get((PREFIX + name, key), 0.0)
+
+def shadow_counts_from_samples(samples: Iterable[Sample]) -> ShadowCounts:
+    """Read ``ShadowCounts`` from samples as the registry has them or as
+    Prometheus scraped them (one sidecar's; other labels are ignored).
+
+    Bucket bounds are matched as numbers, not as ``le`` strings, since a
+    scraper may spell them differently ("1" or "1.0")."""
+    # (name, outcome or side, bucket bound) -> value
+    values: dict[tuple[str, str, float | None], float] = defaultdict(float)
+    for sample in samples:
+        if not sample.name.startswith(PREFIX + "shadow_"):
+            continue
+        key = sample.labels.get("outcome") or sample.labels.get("side", "")
+        le = float(sample.labels["le"]) if "le" in sample.labels else None
+        values[(sample.name, key, le)] += sample.value
+
+    def get(name: str, key: str = "", le: float | None = None) -> float:
+        return values.get((PREFIX + name, key, le), 0.0)
+
+    def count(name: str, key: str = "", le: float | None = None) -> int:
+        return round(get(name, key, le))
 
     def histogram(side: str) -> HistogramCounts:
-        cumulative = [get("shadow_duration_seconds_bucket", f"{side}/{le}") for le in _LES]
-        counts = [int(b - a) for a, b in zip([0.0, *cumulative], cumulative, strict=False)]
+        cumulative = [count("shadow_duration_seconds_bucket", side, le) for le in _BOUNDS]
+        counts = [b - a for a, b in zip([0, *cumulative], cumulative, strict=False)]
         return HistogramCounts(counts=counts, sum=get("shadow_duration_seconds_sum", side))
 
     return ShadowCounts(
-        mirrored=int(get("shadow_requests_total", "mirrored")),
-        dropped=int(get("shadow_requests_total", "dropped")),
-        compared=int(get("shadow_requests_total", "compared")),
-        agreed=int(get("shadow_requests_total", "agreed")),
+        mirrored=count("shadow_requests_total", "mirrored"),
+        dropped=count("shadow_requests_total", "dropped"),
+        compared=count("shadow_requests_total", "compared"),
+        agreed=count("shadow_requests_total", "agreed"),
         abs_difference_sum=get("shadow_abs_difference_sum"),
         rel_difference_sum=get("shadow_rel_difference_sum"),
-        stable_errors=int(get("shadow_errors_total", "stable")),
-        shadow_errors=int(get("shadow_errors_total", "shadow")),
+        stable_errors=count("shadow_errors_total", "stable"),
+        shadow_errors=count("shadow_errors_total", "shadow"),
         stable_latency=histogram("stable"),
         shadow_latency=histogram("shadow"),
     )

@@ -1,9 +1,11 @@
 """Collection over real HTTP: crafted snapshot servers (bad pods), real sidecars,
-and a real Prometheus scraping real sidecars giving the same window."""
+and a real Prometheus scraping real sidecars (mirroring to a real shadow model)
+giving the same window."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,16 +21,20 @@ from driftline_operator.crd import ModelMonitorSpec
 from driftline_operator.monitor import MonitorRunner
 from driftline_operator.opmetrics import OperatorMetrics
 from driftline_operator.sources import PrometheusSource, SidecarSource
+from driftline_sidecar.profile import NumericProfile, ReferenceProfile, SourceInfo
 from driftline_sidecar.snapshot import BinCounts, ProcessInfo, Snapshot
 from tests.component.conftest import (
+    ModelServer,
+    _stop,
     free_port,
     needs_prometheus,
     running_prometheus,
+    start_model,
     wait_until,
 )
 
 if TYPE_CHECKING:
-    from tests.component.conftest import ModelServer, Sidecar
+    from tests.component.conftest import Sidecar
 
 EDGES = [-1.0, -0.5, 0.0, 0.5, 1.0]
 CONFIG = {
@@ -247,10 +253,65 @@ async def test_monitor_runner_reports_a_real_window_in_status_and_metrics(
 # -- a real Prometheus -----------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def shadow_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    """A candidate with other weights than ``model``'s: it disagrees on some rows."""
+    server = start_model(tmp_path_factory.mktemp("shadow"), "--seed", "11")
+    try:
+        yield server
+    finally:
+        _stop(server.process)
+
+
+def write_profile(path: Path) -> str:
+    """A reference profile binning every feature like CONFIG; its sha256."""
+    feature = NumericProfile(
+        edges=EDGES, expected=[1 / 6] * 6, min=-2.0, max=2.0, mean=0.0, std=1.0, missing_rate=0.0
+    )
+    profile = ReferenceProfile(
+        created_at="2024-01-01T00:00:00Z",
+        source=SourceInfo(path="reference.csv", sha256="0" * 64, rows=600),
+        features={f"f{i}": feature for i in range(4)},
+    )
+    path.write_text(profile.model_dump_json())
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @pytest.fixture
-def prometheus(tmp_path: Path, two_sidecars: tuple[Sidecar, Sidecar]) -> Iterator[str]:
-    with running_prometheus(tmp_path, [s.config["admin"] for s in two_sidecars]) as url:
+def mirroring_sidecars(
+    model: ModelServer,
+    shadow_model: ModelServer,
+    sidecar_factory: Callable[..., Sidecar],
+    tmp_path: Path,
+) -> tuple[Sidecar, Sidecar, str]:
+    """Two sidecars with a reference profile, mirroring every request to the
+    shadow model; and the profile's sha256."""
+    sha = write_profile(tmp_path / "reference.json")
+    routing = {
+        "shadow_url": shadow_model.url,
+        "shadow_percent": 100,
+        "shadow_concurrency": 1000,  # sequential clients: never reached, so counts are exact
+    }
+    options = {**CONFIG, "routing": routing, "profile_path": str(tmp_path / "reference.json")}
+    return sidecar_factory(model.url, **options), sidecar_factory(model.url, **options), sha
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, mirroring_sidecars: tuple[Sidecar, Sidecar, str]) -> Iterator[str]:
+    with running_prometheus(tmp_path, [s.config["admin"] for s in mirroring_sidecars[:2]]) as url:
         yield url
+
+
+def settled(sidecar: Sidecar, requests: int) -> None:
+    """Wait until every request is captured and its mirror has an outcome, so a
+    scrape from now on holds the same counts as a snapshot."""
+    sidecar.wait_records(
+        lambda s: (
+            s["capture"]["records"] >= requests
+            and s["shadow"]["mirrored"] == requests
+            and s["shadow"]["compared"] + s["shadow"]["shadow_errors"] >= requests
+        )
+    )
 
 
 def scraped_after(url: str, moment: float, instances: list[str]) -> None:
@@ -270,15 +331,15 @@ def scraped_after(url: str, moment: float, instances: list[str]) -> None:
 @pytest.mark.asyncio
 @needs_prometheus
 async def test_prometheus_source_gives_the_same_window_as_the_sidecars(
-    two_sidecars: tuple[Sidecar, Sidecar], prometheus: str
+    mirroring_sidecars: tuple[Sidecar, Sidecar, str], prometheus: str
 ) -> None:
-    a, b = two_sidecars
+    a, b, profile_sha256 = mirroring_sidecars
     targets = [target(a, "a"), target(b, "b")]
     instances = [t.address for t in targets]
     send(a, rows(3))  # every series exists before the baseline
     send(b, rows(3))
-    captured(a, 3)
-    captured(b, 3)
+    settled(a, 3)
+    settled(b, 3)
     sidecars, scraped = SidecarSource(timeout=10), PrometheusSource(prometheus, timeout=10)
     by_sidecar, by_prometheus = WindowTracker(), WindowTracker()
     try:
@@ -294,11 +355,15 @@ async def test_prometheus_source_gives_the_same_window_as_the_sidecars(
 
         send(a, rows(40, shift=0.2))
         send(b, rows(25, shift=-0.4))
-        captured(a, 43)
-        captured(b, 28)
+        settled(a, 43)
+        settled(b, 28)
         scraped_after(prometheus, time.time(), instances)
-        from_sidecar = by_sidecar.advance(await sidecars.collect(targets, now=time.time()))
-        from_prometheus = by_prometheus.advance(await scraped.collect(targets, now=time.time()))
+        last = [
+            await sidecars.collect(targets, now=time.time()),
+            await scraped.collect(targets, now=time.time()),
+        ]
+        from_sidecar = by_sidecar.advance(last[0])
+        from_prometheus = by_prometheus.advance(last[1])
     finally:
         await sidecars.close()
         await scraped.close()
@@ -313,3 +378,18 @@ async def test_prometheus_source_gives_the_same_window_as_the_sidecars(
     assert got.capture == expected.capture
     assert got.classes == expected.classes
     assert from_prometheus.roles["stable"].pods == 2
+
+    # The shadow comparison: every request mirrored and compared, the other
+    # weights disagreeing on some; Prometheus gives exactly the same counts.
+    shadow = expected.shadow
+    assert (shadow.mirrored, shadow.compared, shadow.dropped) == (65, 65, 0)
+    assert 0 < shadow.agreed < shadow.compared
+    assert shadow.stable_latency.count == 65 and shadow.shadow_latency.count == 65
+    assert got.shadow == shadow
+    for pod in ("a", "b"):
+        assert last[1].snapshots[pod].shadow == last[0].snapshots[pod].shadow
+
+    # Both read the reference profile the bins come from.
+    for collection in last:
+        assert {s.profile_sha256 for s in collection.snapshots.values()} == {profile_sha256}
+    assert got.profile_sha256 == expected.profile_sha256 == profile_sha256

@@ -5,7 +5,8 @@ monitor's pods (matched by the ``instance`` label, which is ``<pod ip>:<admin
 port>`` under Prometheus' pod and endpoint discovery and the Prometheus
 Operator's ServiceMonitor). The series of each instance are folded into the
 same cumulative ``Snapshot`` the sidecar's ``/v1/snapshot`` would have
-answered, ``process_start_time_seconds`` standing in for the process id, and
+answered, ``process_start_time_seconds`` standing in for the process id and
+``driftline_sidecar_info{profile_sha256}`` telling the reference profile, and
 ``WindowTracker`` differences two collections exactly as it does for the
 sidecar source. So both sources give the same integer window for the same
 traffic, and one analysis serves both.
@@ -27,8 +28,10 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 import aiohttp
+from prometheus_client.samples import Sample
 
 from driftline_operator.collect import Collection, PodTarget
+from driftline_sidecar.routing_metrics import shadow_counts_from_samples
 from driftline_sidecar.snapshot import BinCounts, CaptureCounts, Histogram, ProcessInfo, Snapshot
 
 P = "driftline_"
@@ -148,8 +151,7 @@ def to_snapshot(
     series: Sequence[Series], *, instance: str, started: float, taken_at: float
 ) -> Snapshot:
     """One pod's ``driftline_*`` series as the cumulative snapshot the sidecar
-    would answer (``profile_sha256`` is unknown here: the bins are checked
-    against the profile's when drift is judged)."""
+    would answer (the shadow section read by the sidecar's own reader)."""
     values: dict[str, list[tuple[dict[str, str], int]]] = defaultdict(list)
     sums: dict[str, float] = {}
     for labels, value in series:
@@ -159,6 +161,7 @@ def to_snapshot(
         elif math.isfinite(value):
             values[name].append((labels, round(value)))
     identity = next(labels for labels, _ in series)
+    info = next((labels for labels, _ in series if labels["__name__"] == P + "sidecar_info"), {})
 
     def total(name: str, label: str | None = None, wanted: str | None = None) -> int:
         return sum(v for labels, v in values[name] if label is None or labels.get(label) == wanted)
@@ -198,6 +201,7 @@ def to_snapshot(
         model=identity.get("model", ""),
         version=identity.get("version", ""),
         role=identity.get("role", "stable"),  # type: ignore[arg-type]
+        profile_sha256=info.get("profile_sha256", ""),
         requests={code: n for code, n in by("requests_total", "code").items() if n},
         latency=histogram("request_duration_seconds"),
         upstream_latency=histogram("upstream_duration_seconds"),
@@ -222,4 +226,5 @@ def to_snapshot(
             else None
         ),
         classes={label: n for label, n in by("prediction_class_total", "class").items() if n},
+        shadow=shadow_counts_from_samples(Sample(ls["__name__"], ls, v) for ls, v in series),
     )
