@@ -20,11 +20,15 @@ import pytest
 from _harness import (
     ApiServer,
     ControlPlane,
+    Operator,
     control_plane_problem,
     emulated_apiserver,
     namespace_on,
+    running_operator,
     started_control_plane,
 )
+
+from driftline_operator.tls import write_self_signed
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +70,14 @@ def apiserver(
         tmp = tmp_path_factory.mktemp("apiserver")
         with emulated_apiserver(tmp, namespace=namespace) as server:
             yield server
+
+
+@pytest.fixture(scope="module")
+def operator(apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """The operator, run for real by Kopf's runner, serving the module's namespace."""
+    tmp = tmp_path_factory.mktemp("operator")
+    write_self_signed(tmp / "tls")
+    with running_operator(
+        apiserver, tmp, cert_dir=tmp / "tls", operator_namespace="driftline-system"
+    ) as running:
+        yield running

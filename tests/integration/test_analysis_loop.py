@@ -29,27 +29,14 @@ from _harness import (
     get_monitor,
     monitor,
     read_config_map,
-    running_operator,
     wait_for,
     wait_for_ready,
 )
 from kubernetes.client import CoreV1Api
 
-from driftline_operator.tls import write_self_signed
-
 pytestmark = pytest.mark.timeout(300)
 
 ADMIN_PORT = free_port()  # the sidecar's admin port, as spec.sidecar.adminPort says
-
-
-@pytest.fixture(scope="module")
-def operator(apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    tmp = tmp_path_factory.mktemp("operator")
-    write_self_signed(tmp / "tls")
-    with running_operator(
-        apiserver, tmp, cert_dir=tmp / "tls", operator_namespace="driftline-system"
-    ) as running:
-        yield running
 
 
 def _serve(command: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from _harness import (
     get_monitor,
     monitor,
     read_config_map,
-    running_operator,
     wait_for,
     wait_for_ready,
 )
@@ -33,19 +31,8 @@ from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from driftline_operator.crd import GROUP, PLURAL, VERSION
-from driftline_operator.tls import write_self_signed
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def operator(apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    tmp = tmp_path_factory.mktemp("operator")
-    write_self_signed(tmp / "tls")
-    with running_operator(
-        apiserver, tmp, cert_dir=tmp / "tls", operator_namespace="driftline-system"
-    ) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,12 @@ from _harness import (
     Operator,
     create_monitor,
     monitor,
-    running_operator,
     wait_for,
     wait_for_ready,
 )
 from kubernetes.client import AdmissionregistrationV1Api, CoreV1Api
 
 from driftline_operator.handlers import WEBHOOK_PATH
-from driftline_operator.tls import write_self_signed
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -54,34 +52,30 @@ def spec(app: str, port: str | int, **changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def operator(apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    tmp = tmp_path_factory.mktemp("operator")
-    write_self_signed(tmp / "tls")
-    with running_operator(
-        apiserver, tmp, cert_dir=tmp / "tls", operator_namespace="driftline-system"
-    ) as running:
-        api = apiserver.client()
-        for name, body in {
-            "fraud": spec("fraud", "http"),
-            "numbered": spec("numbered", 8000),
-            "misfit": spec("misfit", "grpc"),  # no pod of it has such a port
-            # Invalid, yet past a real apiserver's schema: latency without a quantile.
-            "broken": spec(
-                "broken", "http", slos=[{"name": "p95", "metric": "latency", "max": "200ms"}]
-            ),
-        }.items():
-            create_monitor(api, NS, monitor(name, body))
-        for name in ("fraud", "numbered", "misfit"):
-            wait_for_ready(api, NS, name, status="True", reason="SidecarConfigured")
-        wait_for_ready(api, NS, "broken", status="False", reason="InvalidSpec")
-        # The webhook reads kopf's index, updated from the same watch: wait until it
-        # has seen every monitor ready before asking it anything.
-        for app in ("fraud", "numbered", "misfit"):
-            wait_for(
-                f"the webhook to know ModelMonitor {app}",
-                lambda app=app: _knows(running, app),
-            )
-        yield running
+def operator(apiserver: ApiServer, operator: Operator) -> Iterator[Operator]:
+    """The conftest's operator, with the module's ModelMonitors ready and indexed."""
+    api = apiserver.client()
+    for name, body in {
+        "fraud": spec("fraud", "http"),
+        "numbered": spec("numbered", 8000),
+        "misfit": spec("misfit", "grpc"),  # no pod of it has such a port
+        # Invalid, yet past a real apiserver's schema: latency without a quantile.
+        "broken": spec(
+            "broken", "http", slos=[{"name": "p95", "metric": "latency", "max": "200ms"}]
+        ),
+    }.items():
+        create_monitor(api, NS, monitor(name, body))
+    for name in ("fraud", "numbered", "misfit"):
+        wait_for_ready(api, NS, name, status="True", reason="SidecarConfigured")
+    wait_for_ready(api, NS, "broken", status="False", reason="InvalidSpec")
+    # The webhook reads kopf's index, updated from the same watch: wait until it
+    # has seen every monitor ready before asking it anything.
+    for app in ("fraud", "numbered", "misfit"):
+        wait_for(
+            f"the webhook to know ModelMonitor {app}",
+            lambda app=app: _knows(operator, app),
+        )
+    yield operator
 
 
 def _knows(operator: Operator, app: str) -> bool:
