@@ -42,7 +42,8 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import uvloop
-import yaml
+
+from driftline_operator.demo.serve import write_sidecar_config
 
 N_FEATURES = 20
 NGINX = "/usr/sbin/nginx"
@@ -101,24 +102,16 @@ def started(
 
 
 def sidecar_config(model_port: int, port: int, admin: int, workdir: Path) -> Path:
-    document = {
-        "model": {
-            "name": "bench",
-            "version": "v1",
-            "protocol": "json",
-            "features": [
-                {"name": f"f{i}", "bins": [-1.5, -0.5, 0.0, 0.5, 1.5]} for i in range(N_FEATURES)
-            ],
-            "prediction": {"path": "prediction", "score": "probability"},
-        },
-        "upstream": f"http://127.0.0.1:{model_port}",
-        "listen": f"127.0.0.1:{port}",
-        "admin": f"127.0.0.1:{admin}",
-        "prediction_log": {"path": str(workdir / "predictions.jsonl"), "sample_ratio": 0.01},
-    }
-    path = workdir / "sidecar.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
+    return write_sidecar_config(
+        workdir,
+        name="bench",
+        model_port=model_port,
+        proxy_port=port,
+        admin_port=admin,
+        features=N_FEATURES,
+        bins=[-1.5, -0.5, 0.0, 0.5, 1.5],
+        sample_ratio=0.01,
+    )
 
 
 def nginx_config(model_port: int, port: int, workdir: Path) -> Path:

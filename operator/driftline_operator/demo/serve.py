@@ -50,21 +50,34 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], *, timeout: float = 
     raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
 
 
-def _config(*, model_port: int, proxy_port: int, admin_port: int, workdir: Path) -> Path:
+def write_sidecar_config(
+    workdir: Path,
+    *,
+    name: str,
+    model_port: int,
+    proxy_port: int,
+    admin_port: int,
+    features: int,
+    bins: Sequence[float],
+    sample_ratio: float,
+) -> Path:
+    """``workdir/sidecar.yaml`` for a sidecar in front of the demo model server on
+    localhost (features ``f0``..``f<n-1>``, all binned alike); the bench uses it too."""
     document = {
         "model": {
-            "name": "demo",
+            "name": name,
             "version": "v1",
             "protocol": "json",
-            "features": [
-                {"name": f"f{i}", "bins": [-1.0, -0.5, 0.0, 0.5, 1.0]} for i in range(N_FEATURES)
-            ],
+            "features": [{"name": f"f{i}", "bins": list(bins)} for i in range(features)],
             "prediction": {"path": "prediction", "score": "probability"},
         },
         "upstream": f"http://127.0.0.1:{model_port}",
         "listen": f"127.0.0.1:{proxy_port}",
         "admin": f"127.0.0.1:{admin_port}",
-        "prediction_log": {"path": str(workdir / "predictions.jsonl"), "sample_ratio": 0.1},
+        "prediction_log": {
+            "path": str(workdir / "predictions.jsonl"),
+            "sample_ratio": sample_ratio,
+        },
     }
     path = workdir / "sidecar.yaml"
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
@@ -100,8 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_port = _free_port(args.model_port)
     proxy_port, admin_port = _free_port(args.port), _free_port(args.admin_port)
     workdir = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
-    config = _config(
-        model_port=model_port, proxy_port=proxy_port, admin_port=admin_port, workdir=workdir
+    config = write_sidecar_config(
+        workdir,
+        name="demo",
+        model_port=model_port,
+        proxy_port=proxy_port,
+        admin_port=admin_port,
+        features=N_FEATURES,
+        bins=[-1.0, -0.5, 0.0, 0.5, 1.0],
+        sample_ratio=0.1,
     )
     model_cmd = [sys.executable, "-m", "driftline_operator.demo.model_server"]
     model_cmd += ["--port", str(model_port), "--features", str(N_FEATURES), "--latency-ms", "1"]
