@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 N_FEATURES = 4
+STABLE_SEED, OTHER_SEED = 7, 11  # the demo model server's default seed, and another
 READY_TIMEOUT = 60.0  # generous: a loaded 2-core machine starts Python slowly
 
 
@@ -118,13 +119,27 @@ def start_model(tmp: Path, *args: str) -> ModelServer:
     return ModelServer(url, process)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    server = start_model(tmp_path_factory.mktemp("model"))
+@contextlib.contextmanager
+def running_model(tmp: Path, *args: str) -> Iterator[ModelServer]:
+    """``start_model`` stopped on the way out."""
+    server = start_model(tmp, *args)
     try:
         yield server
     finally:
         _stop(server.process)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    with running_model(tmp_path_factory.mktemp("model")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    """A candidate with other weights than ``model``'s: it disagrees on part of the inputs."""
+    with running_model(tmp_path_factory.mktemp("other"), "--seed", str(OTHER_SEED)) as server:
+        yield server
 
 
 @dataclass

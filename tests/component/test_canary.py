@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,22 +15,13 @@ import numpy as np
 import pytest
 
 from driftline_operator.demo.model_server import Classifier
-from tests.component.conftest import N_FEATURES, ModelServer, _stop, free_port, start_model
+from tests.component.conftest import N_FEATURES, OTHER_SEED, STABLE_SEED, ModelServer, free_port
 
 if TYPE_CHECKING:
     from tests.component.conftest import Sidecar
 
-STABLE_SEED, CANARY_SEED = 7, 11
+CANARY_SEED = OTHER_SEED
 TOKEN = "canary-token"
-
-
-@pytest.fixture(scope="module")
-def canary_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    server = start_model(tmp_path_factory.mktemp("canary"), "--seed", str(CANARY_SEED))
-    try:
-        yield server
-    finally:
-        _stop(server.process)
 
 
 class Identify:
@@ -86,7 +77,7 @@ def put_routing(sidecar: Sidecar, **routing: Any) -> dict[str, Any]:
 @pytest.fixture
 def pair(
     model: ModelServer,
-    canary_model: ModelServer,
+    other_model: ModelServer,
     sidecar_factory: Callable[..., Sidecar],
     tmp_path: Path,
 ) -> Callable[..., tuple[Sidecar, Sidecar]]:
@@ -95,7 +86,7 @@ def pair(
     token.write_text(TOKEN)
 
     def start(**routing: Any) -> tuple[Sidecar, Sidecar]:
-        canary = sidecar_factory(canary_model.url, model={"role": "canary", "version": "v2"})
+        canary = sidecar_factory(other_model.url, model={"role": "canary", "version": "v2"})
         stable = sidecar_factory(
             model.url,
             admin_token_file=str(token),

@@ -25,11 +25,9 @@ from driftline_sidecar.profile import NumericProfile, ReferenceProfile, SourceIn
 from driftline_sidecar.snapshot import BinCounts, ProcessInfo, Snapshot
 from tests.component.conftest import (
     ModelServer,
-    _stop,
     free_port,
     needs_prometheus,
     running_prometheus,
-    start_model,
     wait_until,
 )
 
@@ -253,16 +251,6 @@ async def test_monitor_runner_reports_a_real_window_in_status_and_metrics(
 # -- a real Prometheus -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shadow_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    """A candidate with other weights than ``model``'s: it disagrees on some rows."""
-    server = start_model(tmp_path_factory.mktemp("shadow"), "--seed", "11")
-    try:
-        yield server
-    finally:
-        _stop(server.process)
-
-
 def write_profile(path: Path) -> str:
     """A reference profile binning every feature like CONFIG; its sha256."""
     feature = NumericProfile(
@@ -280,7 +268,7 @@ def write_profile(path: Path) -> str:
 @pytest.fixture
 def mirroring_sidecars(
     model: ModelServer,
-    shadow_model: ModelServer,
+    other_model: ModelServer,
     sidecar_factory: Callable[..., Sidecar],
     tmp_path: Path,
 ) -> tuple[Sidecar, Sidecar, str]:
@@ -288,7 +276,7 @@ def mirroring_sidecars(
     shadow model; and the profile's sha256."""
     sha = write_profile(tmp_path / "reference.json")
     routing = {
-        "shadow_url": shadow_model.url,
+        "shadow_url": other_model.url,
         "shadow_percent": 100,
         "shadow_concurrency": 1000,  # sequential clients: never reached, so counts are exact
     }

@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -22,16 +23,16 @@ from driftline_operator.demo.model_server import Classifier
 from driftline_sidecar.snapshot import ShadowCounts
 from tests.component.conftest import (
     N_FEATURES,
+    OTHER_SEED,
+    STABLE_SEED,
     ModelServer,
-    _stop,
     free_port,
-    start_model,
+    running_model,
 )
 
 if TYPE_CHECKING:
     from tests.component.conftest import Sidecar
 
-STABLE_SEED, OTHER_SEED = 7, 11
 N = 200
 # The latency margin is generous: these tests judge answers, not a loaded machine's p95.
 COMPARISON = Comparison(max_disagreement=0.05, max_score_difference=0.01, max_latency_increase="1s")
@@ -40,21 +41,23 @@ COMPARISON = Comparison(max_disagreement=0.05, max_score_difference=0.01, max_la
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
     """A second process serving the same model as the stable one."""
-    server = start_model(tmp_path_factory.mktemp("twin"), "--seed", str(STABLE_SEED))
-    try:
+    with running_model(tmp_path_factory.mktemp("twin"), "--seed", str(STABLE_SEED)) as server:
         yield server
-    finally:
-        _stop(server.process)
 
 
-@pytest.fixture(scope="module")
-def other(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    """A candidate with other weights: it disagrees on part of the inputs."""
-    server = start_model(tmp_path_factory.mktemp("other"), "--seed", str(OTHER_SEED))
-    try:
-        yield server
-    finally:
-        _stop(server.process)
+@dataclass
+class Candidate:
+    name: str
+    server: ModelServer
+    seed: int
+
+
+@pytest.fixture(params=["twin", "other"])
+def candidate(request: pytest.FixtureRequest) -> Candidate:
+    """The shadow under test: the stable model's twin, or one with other weights."""
+    if request.param == "twin":
+        return Candidate("twin", request.getfixturevalue("twin"), STABLE_SEED)
+    return Candidate("other", request.getfixturevalue("other_model"), OTHER_SEED)
 
 
 def rows(n: int, seed: int = 0) -> np.ndarray:
@@ -94,29 +97,26 @@ def mirroring(shadow_url: str, **routing: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("candidate", ["twin", "other"])
 def test_classification_agreement_is_counted_and_judged(
-    candidate: str,
-    model: ModelServer,
-    request: pytest.FixtureRequest,
-    sidecar_factory: Callable[..., Sidecar],
+    candidate: Candidate, model: ModelServer, sidecar_factory: Callable[..., Sidecar]
 ) -> None:
-    shadow: ModelServer = request.getfixturevalue(candidate)
-    seed = STABLE_SEED if candidate == "twin" else OTHER_SEED
-    sidecar = sidecar_factory(model.url, routing=mirroring(shadow.url))
+    sidecar = sidecar_factory(model.url, routing=mirroring(candidate.server.url))
     table = rows(N)
     send(sidecar, table)
     counts = settled(sidecar, N)
 
     # Expected independently: the two weight vectors applied here.
     expected = int(
-        ((probabilities(STABLE_SEED, table) >= 0.5) == (probabilities(seed, table) >= 0.5)).sum()
+        (
+            (probabilities(STABLE_SEED, table) >= 0.5)
+            == (probabilities(candidate.seed, table) >= 0.5)
+        ).sum()
     )
     assert (counts.mirrored, counts.compared, counts.agreed) == (N, N, expected)
     assert (counts.dropped, counts.stable_errors, counts.shadow_errors) == (0, 0, 0)
     assert counts.stable_latency.count == N and counts.shadow_latency.count == N
     verdict = judge_shadow(counts, COMPARISON)
-    if candidate == "twin":
+    if candidate.name == "twin":
         assert expected == N
         assert verdict.verdict == "ok", verdict.reason
     else:
@@ -125,32 +125,26 @@ def test_classification_agreement_is_counted_and_judged(
         assert verdict.failed[0].name == "disagreement"
 
 
-@pytest.mark.parametrize("candidate", ["twin", "other"])
 def test_regression_differences_are_counted_and_judged(
-    candidate: str,
-    model: ModelServer,
-    request: pytest.FixtureRequest,
-    sidecar_factory: Callable[..., Sidecar],
+    candidate: Candidate, model: ModelServer, sidecar_factory: Callable[..., Sidecar]
 ) -> None:
-    shadow: ModelServer = request.getfixturevalue(candidate)
-    seed = STABLE_SEED if candidate == "twin" else OTHER_SEED
     sidecar = sidecar_factory(
         model.url,
         model={"protocol": "json", "prediction": {"path": "probability", "task": "regression"}},
-        routing=mirroring(shadow.url),
+        routing=mirroring(candidate.server.url),
     )
     table = rows(N, seed=1)
     send(sidecar, table)
     counts = settled(sidecar, N)
 
-    ours, theirs = probabilities(STABLE_SEED, table), probabilities(seed, table)
+    ours, theirs = probabilities(STABLE_SEED, table), probabilities(candidate.seed, table)
     assert counts.compared == N and counts.agreed == 0
     assert counts.abs_difference_sum == pytest.approx(np.abs(ours - theirs).sum(), abs=1e-9)
     assert counts.rel_difference_sum == pytest.approx(
         (np.abs(ours - theirs) / ours).sum(), abs=1e-9
     )
     verdict = judge_shadow(counts, COMPARISON, task="regression")
-    assert verdict.verdict == ("ok" if candidate == "twin" else "fail"), verdict.reason
+    assert verdict.verdict == ("ok" if candidate.name == "twin" else "fail"), verdict.reason
 
 
 def test_a_shadow_that_is_down_counts_errors_and_clients_see_nothing(
@@ -232,12 +226,12 @@ async def shadow_counts(client: httpx.AsyncClient, sidecar: Sidecar) -> dict[str
     return (await client.get(sidecar.admin + "/v1/snapshot")).json()["shadow"]
 
 
-async def eventually(check: Callable[[], Any], what: str) -> None:
+async def until_compared(client: httpx.AsyncClient, sidecar: Sidecar, compared: int) -> None:
     for _ in range(600):  # up to ~60 s on a loaded machine
-        if await check():
+        if (await shadow_counts(client, sidecar))["compared"] == compared:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {compared} comparison(s)")
 
 
 @pytest.mark.asyncio
@@ -260,10 +254,7 @@ async def test_the_client_has_its_exact_answer_before_the_shadow_answers(
         assert (counts["mirrored"], counts["compared"]) == (1, 0)
         shadow.release.set()
 
-        async def compared() -> bool:
-            return (await shadow_counts(client, sidecar))["compared"] == 1
-
-        await eventually(compared, "the comparison")
+        await until_compared(client, sidecar, 1)
         counts = await shadow_counts(client, sidecar)
         assert (counts["agreed"], counts["shadow_errors"], shadow.answered) == (1, 0, 1)
 
@@ -283,16 +274,9 @@ async def test_mirrors_over_the_concurrency_bound_are_dropped(
         assert (counts["mirrored"], counts["dropped"]) == (1, 5)
         shadow.release.set()
 
-        async def compared() -> bool:
-            return (await shadow_counts(client, sidecar))["compared"] == 1
-
-        await eventually(compared, "the comparison")
+        await until_compared(client, sidecar, 1)
         assert shadow.received == 1
         # The slot is free again: the next request is mirrored.
         assert (await client.post(sidecar.proxy + "/predict", content=body)).status_code == 200
-
-        async def mirrored_again() -> bool:
-            return (await shadow_counts(client, sidecar))["compared"] == 2
-
-        await eventually(mirrored_again, "the second comparison")
+        await until_compared(client, sidecar, 2)
         assert (await shadow_counts(client, sidecar))["dropped"] == 5
