@@ -4,7 +4,6 @@ Kubernetes schemas (kubernetes-validate) and the contracts in DESIGN.md."""
 from __future__ import annotations
 
 import base64
-import shutil
 import ssl
 import subprocess
 import sys
@@ -15,9 +14,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from _helm import CHART, HELM, needs_helm
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "driftline"
 CRD_NAME = "modelmonitors.driftline.io.yaml"
 NAMESPACE = "driftline-system"
 RELEASE = "dl"
@@ -26,16 +25,7 @@ KUBE_VERSION = "1.30"
 FOREIGN_KINDS = {"ServiceMonitor", "Certificate", "Issuer"}
 
 
-def _helm() -> str | None:
-    beside_python = Path(sys.executable).parent / "helm"
-    return shutil.which("helm") or (str(beside_python) if beside_python.exists() else None)
-
-
-HELM = _helm()
-pytestmark = [
-    pytest.mark.helm,
-    pytest.mark.skipif(HELM is None, reason="helm is not installed (scripts/install-helm.sh)"),
-]
+pytestmark = [pytest.mark.helm, needs_helm]
 
 Manifest = dict[str, Any]
 

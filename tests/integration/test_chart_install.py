@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,26 +23,16 @@ from typing import Any
 
 import pytest
 from _harness import ControlPlane
+from _helm import CHART, HELM, needs_helm
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "driftline"
 NAMESPACE = "driftline-system"
 RELEASE = "dl"
 MODELS = "it-chart-models"  # a namespace no other module uses
 ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-driftline"
 
 
-def _helm() -> str | None:
-    beside_python = Path(sys.executable).parent / "helm"
-    return shutil.which("helm") or (str(beside_python) if beside_python.exists() else None)
-
-
-HELM = _helm()
-pytestmark = [
-    pytest.mark.helm,
-    pytest.mark.k8s,
-    pytest.mark.skipif(HELM is None, reason="helm is not installed (scripts/install-helm.sh)"),
-]
+pytestmark = [pytest.mark.helm, pytest.mark.k8s, needs_helm]
 
 
 @pytest.fixture(scope="module")
