@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.component.conftest import _stop, start_model
+from tests.component.conftest import running_model
 
 
 def test_demo_serve_runs_and_prints_where_to_look() -> None:
@@ -29,13 +29,10 @@ def test_demo_serve_runs_and_prints_where_to_look() -> None:
 def test_model_server_serves_weights_from_a_file(tmp_path: Path) -> None:
     weights = tmp_path / "w.json"
     weights.write_text(json.dumps({"weights": [2.0, 0.0, 0.0, 0.0], "bias": 0.0}))
-    server = start_model(tmp_path, "--weights", str(weights))
-    try:
+    with running_model(tmp_path, "--weights", str(weights)) as server:
         rows = [{"f0": 1.0}, {"f0": -1.0}]
         answers = httpx.post(f"{server.url}/predict", json=rows, timeout=10).json()
         assert [round(a["probability"], 6) for a in answers] == [0.880797, 0.119203]
-    finally:
-        _stop(server.process)
 
 
 def test_model_server_rejects_weights_of_the_wrong_size(tmp_path: Path) -> None:
@@ -50,8 +47,7 @@ def test_model_server_rejects_weights_of_the_wrong_size(tmp_path: Path) -> None:
 
 
 def test_model_server_faults_change_while_it_runs(tmp_path: Path) -> None:
-    server = start_model(tmp_path)
-    try:
+    with running_model(tmp_path) as server:
         row = {"f0": 0.5}
         assert httpx.post(f"{server.url}/predict", json=row, timeout=10).status_code == 200
         changed = httpx.post(f"{server.url}/control", json={"error_rate": 1.0}, timeout=10)
@@ -62,5 +58,3 @@ def test_model_server_faults_change_while_it_runs(tmp_path: Path) -> None:
         assert bad.status_code == 400 and "error_rate in 0..1" in bad.json()["error"]
         httpx.post(f"{server.url}/control", json={"error_rate": 0.0}, timeout=10)
         assert httpx.post(f"{server.url}/predict", json=row, timeout=10).status_code == 200
-    finally:
-        _stop(server.process)
