@@ -22,18 +22,14 @@ from typing import TypeVar
 
 import numpy as np
 
-from driftline_operator.analysis import Analysis, DriftWindow, Memory, analyze
-from driftline_operator.collect import Collection, PodTarget, Window, WindowTracker
-from driftline_operator.crd import ModelMonitorSpec
-from driftline_operator.monitor import MonitorRunner
-from driftline_operator.opmetrics import OperatorMetrics
-from driftline_sidecar.profile import NumericProfile, ReferenceProfile, SourceInfo
-from driftline_sidecar.snapshot import (
-    LATENCY_BUCKETS,
-    BinCounts,
-    ProcessInfo,
-    Snapshot,
-)
+from driftline_operator.analysis.judge import Analysis, DriftWindow, Memory, analyze
+from driftline_operator.analysis.metrics import OperatorMetrics
+from driftline_operator.analysis.runner import MonitorRunner
+from driftline_operator.analysis.windows import Window, WindowTracker
+from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.sources import Collection, PodTarget
+from driftline_sidecar.contract.profile import NumericProfile, ReferenceProfile, SourceInfo
+from driftline_sidecar.contract.snapshot import LATENCY_BUCKETS, BinCounts, ProcessInfo, Snapshot
 
 TARGET_MS = 200.0
 INTERVAL = 30.0

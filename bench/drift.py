@@ -26,16 +26,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from driftline_operator.profiles import ProfileOptions, build_profile
+from driftline_operator.cli.profiles import ProfileOptions, build_profile
 from driftline_operator.stats import DriftPolicy, judge_dataset
-from driftline_sidecar.profile import (
+from driftline_sidecar.contract.profile import (
     NumericProfile,
     ReferenceProfile,
     SourceInfo,
     bin_categorical,
     bin_numeric,
 )
-from driftline_sidecar.snapshot import BinCounts
+from driftline_sidecar.contract.snapshot import BinCounts
 
 TARGET_BINNING = 20e6  # values/s
 TARGET_JUDGE_MS = 10.0

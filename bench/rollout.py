@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftline_operator.demo.story import DemoRun, Options
-from driftline_operator.demo.training import BAD_ERROR_RATE, BAD_LATENCY_MS
+from driftline_operator.cli.demo.story import DemoRun, Options
+from driftline_operator.cli.demo.training import BAD_ERROR_RATE, BAD_LATENCY_MS
 
 TARGET_SECONDS = 30.0
 

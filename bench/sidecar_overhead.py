@@ -43,7 +43,7 @@ import aiohttp
 import numpy as np
 import uvloop
 
-from driftline_operator.demo.serve import write_sidecar_config
+from driftline_operator.cli.demo.serve import write_sidecar_config
 
 N_FEATURES = 20
 NGINX = "/usr/sbin/nginx"
@@ -335,7 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
     python = sys.executable
     model_port, sidecar_port, admin_port = free_port(), free_port(), free_port()
-    model_cmd = [python, "-m", "driftline_operator.demo.model_server", "--port", str(model_port)]
+    model_cmd = [
+        python,
+        "-m",
+        "driftline_operator.cli.demo.model_server",
+        "--port",
+        str(model_port),
+    ]
     model_cmd += ["--features", str(N_FEATURES), "--latency-ms", "1"]
     config = sidecar_config(model_port, sidecar_port, admin_port, workdir)
     sidecar_cmd = [python, "-m", "driftline_sidecar.main", "--config", str(config)]

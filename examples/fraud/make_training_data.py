@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from driftline_operator.demo.model_server import Classifier
+from driftline_operator.cli.demo.model_server import Classifier
 
 ROWS = 2000
 SEED = 7

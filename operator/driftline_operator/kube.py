@@ -29,8 +29,9 @@ import kubernetes
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from driftline_operator.crd import GROUP, PLURAL, VERSION, LabelSelector
-from driftline_operator.inject import selects
+from driftline_operator.api.names import GROUP, PLURAL, VERSION
+from driftline_operator.api.selectors import selector_query, selects
+from driftline_operator.api.spec import LabelSelector
 
 Obj = dict[str, Any]
 Query = Sequence[tuple[str, str]]
@@ -80,22 +81,6 @@ def connect() -> ApiClient:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(client_configuration=configuration)
     return ApiClient(configuration)
-
-
-def selector_query(selector: LabelSelector) -> str:
-    """The selector in the API's query syntax (app=fraud,tier in (a,b),!legacy)."""
-    terms = [f"{key}={value}" for key, value in sorted(selector.match_labels.items())]
-    for requirement in selector.match_expressions:
-        values = ",".join(requirement.values)
-        terms.append(
-            {
-                "In": f"{requirement.key} in ({values})",
-                "NotIn": f"{requirement.key} notin ({values})",
-                "Exists": requirement.key,
-                "DoesNotExist": f"!{requirement.key}",
-            }[requirement.operator]
-        )
-    return ",".join(terms)
 
 
 def selector_of(workload: Obj) -> LabelSelector:

@@ -20,10 +20,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
-from driftline_sidecar.config import SidecarConfig
+from driftline_sidecar.contract.config import SidecarConfig
+from driftline_sidecar.contract.snapshot import ProcessInfo
 from driftline_sidecar.counts import Layout, take_snapshot
 from driftline_sidecar.metrics import SidecarMetrics, render
-from driftline_sidecar.snapshot import ProcessInfo
 
 # The model counts as reachable if it answered a request this recently.
 RECENT_ANSWER_SECONDS = 10.0

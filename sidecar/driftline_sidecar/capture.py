@@ -16,7 +16,7 @@ from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import Any
 
-from driftline_sidecar.config import SidecarConfig
+from driftline_sidecar.contract.config import SidecarConfig
 from driftline_sidecar.counts import Binning, Layout
 from driftline_sidecar.metrics import SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog

@@ -19,9 +19,8 @@ from typing import Any, Literal
 
 from prometheus_client.utils import floatToGoString
 
-from driftline_sidecar.config import FeatureConfig, SidecarConfig
-from driftline_sidecar.metrics import PREFIX, SidecarMetrics
-from driftline_sidecar.profile import (
+from driftline_sidecar.contract.config import FeatureConfig, SidecarConfig
+from driftline_sidecar.contract.profile import (
     BinnedBatch,
     CategoricalProfile,
     NumericProfile,
@@ -29,8 +28,7 @@ from driftline_sidecar.profile import (
     bin_categorical,
     bin_numeric,
 )
-from driftline_sidecar.routing_metrics import shadow_counts
-from driftline_sidecar.snapshot import (
+from driftline_sidecar.contract.snapshot import (
     LATENCY_BUCKETS,
     BinCounts,
     CaptureCounts,
@@ -38,6 +36,8 @@ from driftline_sidecar.snapshot import (
     ProcessInfo,
     Snapshot,
 )
+from driftline_sidecar.metrics import PREFIX, SidecarMetrics
+from driftline_sidecar.routing_metrics import shadow_counts
 
 # Scores of a classifier binned in deciles while no profile says otherwise.
 DEFAULT_SCORE_EDGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -29,11 +29,11 @@ from yarl import URL
 
 from driftline_sidecar.admin import AdminState, create_admin_app
 from driftline_sidecar.capture import CaptureWorker
-from driftline_sidecar.config import ModelConfig, Role, SidecarConfig, load_config
+from driftline_sidecar.contract.config import ModelConfig, Role, SidecarConfig, load_config
+from driftline_sidecar.contract.profile import ReferenceProfile, load_profile
 from driftline_sidecar.counts import Layout, build_layout, file_sha256, new_process_info
 from driftline_sidecar.metrics import SCORE_BUCKETS, SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog
-from driftline_sidecar.profile import ReferenceProfile, load_profile
 from driftline_sidecar.proxy import Proxy
 from driftline_sidecar.routing import CanarySplit
 from driftline_sidecar.server import ProxyServer

@@ -23,8 +23,8 @@ from typing import Any
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from driftline_sidecar.contract.snapshot import LATENCY_BUCKETS
 from driftline_sidecar.routing_metrics import RoutingMetrics
-from driftline_sidecar.snapshot import LATENCY_BUCKETS
 
 PREFIX = "driftline_"
 MAX_CLASSES = 50

@@ -32,7 +32,7 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any, Final
 
-from driftline_sidecar.config import PredictionLogConfig
+from driftline_sidecar.contract.config import PredictionLogConfig
 
 log = logging.getLogger(__name__)
 

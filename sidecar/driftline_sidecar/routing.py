@@ -18,7 +18,7 @@ from random import random
 
 from yarl import URL
 
-from driftline_sidecar.config import RoutingConfig
+from driftline_sidecar.contract.config import RoutingConfig
 from driftline_sidecar.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)

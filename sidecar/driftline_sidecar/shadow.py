@@ -29,7 +29,7 @@ from typing import Any, Literal
 import aiohttp
 from yarl import URL
 
-from driftline_sidecar.config import SidecarConfig
+from driftline_sidecar.contract.config import SidecarConfig
 from driftline_sidecar.protocols import Extractor, UnparsableBody
 from driftline_sidecar.routing_metrics import RoutingMetrics
 

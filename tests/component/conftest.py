@@ -106,7 +106,13 @@ class ModelServer:
 def start_model(tmp: Path, *args: str) -> ModelServer:
     port = free_port()
     log = tmp / f"model-{port}.log"
-    command = [sys.executable, "-m", "driftline_operator.demo.model_server", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "driftline_operator.cli.demo.model_server",
+        "--port",
+        str(port),
+    ]
     command += ["--features", str(N_FEATURES), *args]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)

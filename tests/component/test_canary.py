@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from driftline_operator.demo.model_server import Classifier
+from driftline_operator.cli.demo.model_server import Classifier
 from tests.component.conftest import N_FEATURES, OTHER_SEED, STABLE_SEED, ModelServer, free_port
 
 if TYPE_CHECKING:

@@ -16,13 +16,15 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from driftline_operator.collect import Collection, PodTarget, WindowTracker
-from driftline_operator.crd import ModelMonitorSpec
-from driftline_operator.monitor import MonitorRunner
-from driftline_operator.opmetrics import OperatorMetrics
-from driftline_operator.sources import PrometheusSource, SidecarSource
-from driftline_sidecar.profile import NumericProfile, ReferenceProfile, SourceInfo
-from driftline_sidecar.snapshot import BinCounts, ProcessInfo, Snapshot
+from driftline_operator.analysis.metrics import OperatorMetrics
+from driftline_operator.analysis.runner import MonitorRunner
+from driftline_operator.analysis.windows import WindowTracker
+from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.sources import Collection, PodTarget
+from driftline_operator.sources.prometheus import PrometheusSource
+from driftline_operator.sources.sidecar import SidecarSource
+from driftline_sidecar.contract.profile import NumericProfile, ReferenceProfile, SourceInfo
+from driftline_sidecar.contract.snapshot import BinCounts, ProcessInfo, Snapshot
 from tests.component.conftest import (
     ModelServer,
     free_port,

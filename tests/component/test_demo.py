@@ -38,7 +38,7 @@ def test_model_server_serves_weights_from_a_file(tmp_path: Path) -> None:
 def test_model_server_rejects_weights_of_the_wrong_size(tmp_path: Path) -> None:
     weights = tmp_path / "w.json"
     weights.write_text(json.dumps({"weights": [1.0, 2.0], "bias": 0.0}))
-    command = [sys.executable, "-m", "driftline_operator.demo.model_server"]
+    command = [sys.executable, "-m", "driftline_operator.cli.demo.model_server"]
     command += ["--port", "0", "--features", "4", "--weights", str(weights)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0

@@ -54,7 +54,7 @@ def _poll_routing(admin: str, result: DemoResult, done: threading.Event) -> None
 
 
 def run_demo(scenario: str) -> DemoResult:
-    command = [sys.executable, "-m", "driftline_operator.cli", "demo", "--scenario", scenario]
+    command = [sys.executable, "-m", "driftline_operator.cli.main", "demo", "--scenario", scenario]
     process = subprocess.Popen(
         [*command, *ARGS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from driftline_operator.compare import judge_shadow
-from driftline_operator.crd import Comparison
-from driftline_operator.demo.model_server import Classifier
-from driftline_sidecar.snapshot import ShadowCounts
+from driftline_operator.api.spec import Comparison
+from driftline_operator.cli.demo.model_server import Classifier
+from driftline_operator.rollout.compare import judge_shadow
+from driftline_sidecar.contract.snapshot import ShadowCounts
 from tests.component.conftest import (
     N_FEATURES,
     OTHER_SEED,

@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from driftline_sidecar.config import SidecarConfig
+from driftline_sidecar.contract.config import SidecarConfig
+from driftline_sidecar.contract.snapshot import ShadowCounts
 from driftline_sidecar.routing_metrics import RoutingMetrics, shadow_counts
 from driftline_sidecar.shadow import ShadowMirror
-from driftline_sidecar.snapshot import ShadowCounts
 from tests.component.conftest import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

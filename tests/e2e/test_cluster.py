@@ -23,7 +23,7 @@ import yaml
 from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.dynamic import DynamicClient
 
-from driftline_operator.crd import GROUP, PLURAL, VERSION
+from driftline_operator.api.names import GROUP, PLURAL, VERSION
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

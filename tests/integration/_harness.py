@@ -33,7 +33,7 @@ import yaml
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from driftline_operator.crd import GROUP, PLURAL, VERSION
+from driftline_operator.api.names import GROUP, PLURAL, VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -245,7 +245,7 @@ def running_operator(
     }
     log = tmp / "operator.log"
     liveness = f"http://127.0.0.1:{liveness_port}/healthz"
-    command = [sys.executable, "-m", "driftline_operator.main", "--verbose"]
+    command = [sys.executable, "-m", "driftline_operator.controller.main", "--verbose"]
     command += ["--namespace", server.namespace, "--liveness", liveness]
     with log.open("w") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)

@@ -25,7 +25,7 @@ from typing import Any
 from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from driftline_sidecar.snapshot import Histogram, ProcessInfo, Snapshot
+from driftline_sidecar.contract.snapshot import Histogram, ProcessInfo, Snapshot
 
 RATE = 100.0  # requests a second per pod
 BAD_ERROR_RATIO = 0.3

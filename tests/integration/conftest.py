@@ -28,7 +28,7 @@ from _harness import (
     started_control_plane,
 )
 
-from driftline_operator.tls import write_self_signed
+from driftline_operator.controller.tls import write_self_signed
 
 
 @pytest.fixture(scope="session")

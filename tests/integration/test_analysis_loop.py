@@ -60,7 +60,13 @@ def _serve(command: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    command = [sys.executable, "-m", "driftline_operator.demo.model_server", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "driftline_operator.cli.demo.model_server",
+        "--port",
+        str(port),
+    ]
     url = f"http://127.0.0.1:{port}"
     process = _serve(command, url + "/healthz", tmp_path_factory.mktemp("model") / "model.log")
     try:

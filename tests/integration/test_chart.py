@@ -164,7 +164,7 @@ def test_chart_crd_is_the_generated_crd() -> None:
     copy = CHART / "crds" / CRD_NAME
     fix = f"fix: cp {source.relative_to(ROOT)} {copy.relative_to(ROOT)}"
     assert source.exists(), (
-        f"{source.relative_to(ROOT)} is missing (python -m driftline_operator.crdgen)"
+        f"{source.relative_to(ROOT)} is missing (python -m driftline_operator.api.crdgen)"
     )
     assert copy.exists(), f"the chart has no CRD; {fix}"
     assert list(yaml.safe_load_all(copy.read_text())) == list(
@@ -348,7 +348,7 @@ def test_operator_runs_restricted_with_the_contract_env(tmp_path: Path) -> None:
 
 
 def test_env_is_exactly_what_the_operator_reads(tmp_path: Path) -> None:
-    from driftline_operator.settings import ENVIRONMENT, OperatorConfig
+    from driftline_operator.controller.settings import ENVIRONMENT, OperatorConfig
 
     for name in ("default", "everything"):
         env = env_of(operator_container(render(COMBINATIONS[name], tmp_path)))
@@ -367,7 +367,7 @@ def test_env_is_exactly_what_the_operator_reads(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["default", "namespaced", "everything"])
 def test_driftline_operator_accepts_the_args(name: str, tmp_path: Path) -> None:
-    from driftline_operator.main import _parser
+    from driftline_operator.controller.main import _parser
 
     args = operator_container(render(COMBINATIONS[name], tmp_path))["args"]
     parsed = _parser().parse_args(args)

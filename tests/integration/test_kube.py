@@ -14,7 +14,7 @@ from _harness import ControlPlane, create_monitor, monitor, namespace_on
 from kubernetes.client import ApiClient, CoreV1Api
 
 from driftline_operator import kube
-from driftline_operator.crd import LabelSelector
+from driftline_operator.api.spec import LabelSelector
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from _harness import (
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from driftline_operator.crd import GROUP, PLURAL, VERSION
+from driftline_operator.api.names import GROUP, PLURAL, VERSION
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -38,9 +38,10 @@ from _kubelet import FakeKubelet
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from driftline_operator import kube, tokens
-from driftline_operator.crd import GROUP, PLURAL, VERSION
-from driftline_operator.tls import write_self_signed
+from driftline_operator import kube
+from driftline_operator.api.names import GROUP, PLURAL, VERSION
+from driftline_operator.controller import tokens
+from driftline_operator.controller.tls import write_self_signed
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(300)]
 

@@ -24,11 +24,12 @@ import yaml
 from _harness import ControlPlane, namespace_on
 from kubernetes.client import ApiClient, Configuration
 
-from driftline_operator import deployments
-from driftline_operator.rollout import PROMOTE, ROLLBACK, SetWeight, StartCanary
-from driftline_operator.routers import RouterError, RouteTarget, router_for
-from driftline_operator.routers.replicas import split_replicas
-from driftline_sidecar.config import ModelConfig, SidecarConfig
+from driftline_operator.rollout import workloads as deployments
+from driftline_operator.rollout.machine import PROMOTE, ROLLBACK, SetWeight, StartCanary
+from driftline_operator.rollout.routers import RouterError, RouteTarget
+from driftline_operator.rollout.routers.factory import router_for
+from driftline_operator.rollout.routers.replicas import split_replicas
+from driftline_sidecar.contract.config import ModelConfig, SidecarConfig
 
 NS = "ml"
 DEPLOYMENTS = "apps/v1/deployments"

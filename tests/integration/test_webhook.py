@@ -33,7 +33,7 @@ from _harness import (
 )
 from kubernetes.client import AdmissionregistrationV1Api, CoreV1Api
 
-from driftline_operator.handlers import WEBHOOK_PATH
+from driftline_operator.controller.handlers import WEBHOOK_PATH
 
 pytestmark = pytest.mark.timeout(300)
 

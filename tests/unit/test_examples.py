@@ -14,10 +14,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from driftline_operator.crd import GROUP, KIND, VERSION, ModelMonitorSpec, spec_from
-from driftline_operator.demo import model_server
-from driftline_operator.profiles import ProfileOptions, build_profile_from_file
-from driftline_sidecar.profile import ReferenceProfile
+from driftline_operator.api.names import GROUP, KIND, VERSION
+from driftline_operator.api.spec import ModelMonitorSpec, spec_from
+from driftline_operator.cli.demo import model_server
+from driftline_operator.cli.profiles import ProfileOptions, build_profile_from_file
+from driftline_sidecar.contract.profile import ReferenceProfile
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())

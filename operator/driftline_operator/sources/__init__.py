@@ -1,5 +1,5 @@
 """Where a monitor's counts come from: one module per backend, one interface
-(``driftline_operator.collect.MetricsSource``), as Flagger's metrics providers.
+(``MetricsSource`` below), as Flagger's metrics providers.
 
 - ``sidecar``: each pod's ``GET /v1/snapshot`` on the admin port (the default:
   nothing else to install);
@@ -8,17 +8,43 @@
 
 from __future__ import annotations
 
-from driftline_operator.collect import MetricsSource
-from driftline_operator.crd import Metrics
-from driftline_operator.sources.prometheus import PrometheusSource
-from driftline_operator.sources.sidecar import SidecarSource
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
-__all__ = ["PrometheusSource", "SidecarSource", "make_source"]
+from driftline_sidecar.contract.snapshot import Snapshot
 
 
-def make_source(metrics: Metrics, *, timeout: float) -> MetricsSource:
-    """The source ``spec.metrics`` asks for; ``timeout`` bounds each request (seconds)."""
-    if metrics.source == "prometheus":
-        assert metrics.prometheus is not None  # the Metrics model requires it
-        return PrometheusSource(metrics.prometheus.url, timeout=timeout)
-    return SidecarSource(timeout=timeout)
+@dataclass(frozen=True)
+class PodTarget:
+    """One selected pod carrying the sidecar, as the operator found it."""
+
+    name: str
+    ip: str
+    admin_port: int
+    role: str = "stable"
+
+    @property
+    def address(self) -> str:
+        """``ip:port`` of the admin API (Prometheus' default ``instance`` label)."""
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{host}:{self.admin_port}"
+
+
+@dataclass
+class Collection:
+    """Cumulative counts of every pod that answered, and why the others did not."""
+
+    taken_at: float  # unix seconds
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)  # by pod name
+    unreachable: dict[str, str] = field(default_factory=dict)  # pod name -> reason
+
+
+class MetricsSource(Protocol):
+    """One backend the counts come from (Flagger's metrics-provider shape)."""
+
+    async def collect(self, targets: Sequence[PodTarget], *, now: float) -> Collection: ...
+
+    async def is_online(self) -> bool: ...
+
+    async def close(self) -> None: ...

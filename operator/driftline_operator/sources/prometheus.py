@@ -30,9 +30,15 @@ from collections.abc import Mapping, Sequence
 import aiohttp
 from prometheus_client.samples import Sample
 
-from driftline_operator.collect import Collection, PodTarget
-from driftline_sidecar.routing_metrics import shadow_counts_from_samples
-from driftline_sidecar.snapshot import BinCounts, CaptureCounts, Histogram, ProcessInfo, Snapshot
+from driftline_operator.sources import Collection, PodTarget
+from driftline_sidecar.contract.reader import shadow_counts_from_samples
+from driftline_sidecar.contract.snapshot import (
+    BinCounts,
+    CaptureCounts,
+    Histogram,
+    ProcessInfo,
+    Snapshot,
+)
 
 P = "driftline_"
 Series = tuple[dict[str, str], float]  # (labels, value)

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import aiohttp
 from pydantic import ValidationError
 
-from driftline_operator.collect import Collection, PodTarget
-from driftline_sidecar.snapshot import Snapshot
+from driftline_operator.sources import Collection, PodTarget
+from driftline_sidecar.contract.snapshot import Snapshot
 
 SNAPSHOT_PATH = "/v1/snapshot"
 MAX_CONCURRENT = 64  # sockets open at once; more pods wait their turn

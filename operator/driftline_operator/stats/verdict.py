@@ -26,7 +26,7 @@ from driftline_operator.stats.rows import (
     wasserstein_rows,
 )
 from driftline_operator.stats.tests import counts_array, ks_samples, z_test
-from driftline_sidecar.profile import CategoricalProfile, NumericProfile, ReferenceProfile
+from driftline_sidecar.contract.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 
 Status = Literal["ok", "drift", "insufficient_data"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Literal
 
-from driftline_sidecar.config import FeatureConfig, PredictionConfig, Protocol
+from driftline_sidecar.contract.config import FeatureConfig, PredictionConfig, Protocol
 from driftline_sidecar.protocols import _rows, _v2
 from driftline_sidecar.protocols._common import (
     NUMBERS,

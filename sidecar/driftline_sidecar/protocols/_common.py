@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
-from driftline_sidecar.config import FeatureConfig
+from driftline_sidecar.contract.config import FeatureConfig
 
 
 class UnparsableBody(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any
 
-from driftline_sidecar.config import PredictionConfig
+from driftline_sidecar.contract.config import PredictionConfig
 from driftline_sidecar.protocols._common import (
     MISSING,
     SCALARS,

@@ -7,7 +7,7 @@ from itertools import chain
 from math import prod
 from typing import Any, Final, NamedTuple
 
-from driftline_sidecar.config import PredictionConfig
+from driftline_sidecar.contract.config import PredictionConfig
 from driftline_sidecar.protocols._common import (
     MISSING,
     Features,

@@ -1,0 +1,479 @@
+"""The ModelMonitor resource (`driftline.io/v1alpha1`): spec and status as
+pydantic models.
+
+This module is the single source of the resource's shape. The CRD's OpenAPI
+schema in `crds/` (and in the chart) is generated from these models, so every
+field carries its description, default, enum and range here. The operator
+validates each ModelMonitor with `ModelMonitorSpec.model_validate` and turns a
+failure into a Ready=False condition and a Warning Event.
+
+Field names are camelCase in YAML (`minSamples`) and snake_case in Python
+(`min_samples`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+
+# -- small value types ---------------------------------------------------------
+
+_DURATION = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """'1m30s' -> 90.0 seconds (units ms, s, m, h, as in Prometheus and Go)."""
+    if not _DURATION.match(text):
+        raise ValueError(f"{text!r} is not a duration such as 200ms, 30s, 10m or 1h30m")
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+Duration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    # The pattern goes to the schema only (for the CRD): pydantic checks with
+    # _check_duration, whose message says what a duration looks like.
+    Field(json_schema_extra={"pattern": _DURATION.pattern, "example": "30s"}),
+]
+
+
+def parse_ratio(value: str | float) -> float:
+    """'99.9%' -> 0.999; a bare number is already a ratio in 0..1."""
+    if isinstance(value, str):
+        text = value.strip()
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    else:
+        number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{value!r} is not a ratio in 0..1 (or a percentage such as 99.9%)")
+    return number
+
+
+# -- spec ----------------------------------------------------------------------
+
+
+class LabelSelectorRequirement(ApiModel):
+    key: str = Field(description="The label key the selector applies to.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="How the key relates to the values."
+    )
+    values: list[str] = Field(
+        default_factory=list,
+        description="Values for In and NotIn; empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(ApiModel):
+    match_labels: dict[str, str] = Field(
+        default_factory=dict, description="Pods must carry all of these labels."
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, description="Set-based requirements, all of which must hold."
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> LabelSelector:
+        if not self.match_labels and not self.match_expressions:
+            raise ValueError(
+                "the selector must name at least one label (an empty one selects every pod)"
+            )
+        return self
+
+
+class Feature(ApiModel):
+    name: str = Field(min_length=1, description="Feature name, as in the reference profile.")
+    path: str | None = Field(
+        default=None,
+        description=(
+            "Where the feature is in a request row: a dotted path for JSON objects, a column "
+            "index for list rows, or an input tensor name (Open Inference v2). Default: the name."
+        ),
+    )
+    type: Literal["numeric", "categorical"] = Field(
+        default="numeric", description="Numeric values are binned by range, categorical by value."
+    )
+    pii: Literal["none", "hash"] = Field(
+        default="none",
+        description="hash: the prediction log stores a salted hash instead of the value.",
+    )
+
+
+class Prediction(ApiModel):
+    path: str | None = Field(
+        default="prediction",
+        description="Dotted path of the predicted class or value in a response row.",
+    )
+    score: str | None = Field(
+        default=None, description="Dotted path of the score or probability in a response row."
+    )
+    task: Literal["classification", "regression"] = Field(
+        default="classification", description="What the model predicts."
+    )
+
+
+class Model(ApiModel):
+    name: str = Field(min_length=1, description="Model name, used in metrics and spans.")
+    version: str | None = Field(
+        default=None,
+        description=(
+            "Model version reported by the sidecar. Default: the pod's "
+            "app.kubernetes.io/version label, else 'unknown'."
+        ),
+    )
+    port: str | int = Field(
+        default="http",
+        description=(
+            "The model container port clients reach (name or number). The sidecar takes it "
+            "over; a Service targeting it by name needs no change."
+        ),
+    )
+    container: str | None = Field(
+        default=None,
+        description="The model container's name. Default: the container that has the port.",
+    )
+    protocol: Literal["auto", "kserve-v1", "open-inference-v2", "json"] = Field(
+        default="auto", description="Inference protocol; auto detects it per request."
+    )
+    features: list[Feature] = Field(
+        default_factory=list,
+        description="Features to capture. Default: the features of the reference profile.",
+    )
+    prediction: Prediction = Field(
+        default_factory=Prediction, description="Where the prediction and score are."
+    )
+
+
+class ConfigMapKeyRef(ApiModel):
+    name: str = Field(min_length=1, description="ConfigMap name, in the ModelMonitor's namespace.")
+    key: str = Field(default="profile.json", description="The key holding the profile JSON.")
+
+
+class Reference(ApiModel):
+    config_map_ref: ConfigMapKeyRef = Field(
+        description="The ConfigMap holding the reference profile (driftline profile configmap)."
+    )
+
+
+DriftMethod = Literal["auto", "psi", "ks", "chisquare", "jensenshannon", "wasserstein"]
+
+
+class Drift(ApiModel):
+    window: Duration = Field(
+        default="10m", description="How much recent traffic each drift verdict looks at."
+    )
+    min_samples: int = Field(
+        default=100,
+        ge=1,
+        description="Below this many values a feature is reported as insufficient data.",
+    )
+    method: DriftMethod = Field(
+        default="auto",
+        description=(
+            "auto: KS / chi-square p-values for small samples, normalised Wasserstein / "
+            "Jensen-Shannon for large ones (as Evidently does); or one method for all features."
+        ),
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Drift threshold for the chosen method (a p-value for ks and chisquare, a score "
+            "otherwise). Default: the method's usual one (psi 0.2, others 0.1, p-values 0.05)."
+        ),
+    )
+    drift_share: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="The dataset drifts when at least this share of features drifts.",
+    )
+
+
+SloMetric = Literal["latency", "successRate", "errorRate", "driftedFeatureShare", "predictionDrift"]
+
+
+class Slo(ApiModel):
+    name: str = Field(min_length=1, description="A name for the verdict in status and Events.")
+    metric: SloMetric = Field(description="What the objective is about.")
+    quantile: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="latency: the quantile judged (for example 0.95).",
+    )
+    max: str | float | None = Field(
+        default=None,
+        description=(
+            "Upper bound: a duration for latency (200ms), a ratio or percentage for "
+            "errorRate and driftedFeatureShare, a score for predictionDrift."
+        ),
+    )
+    objective: str | float | None = Field(
+        default=None,
+        description=(
+            "successRate: the objective as a ratio or percentage (99.9%); the error budget "
+            "is 1 - objective and burn rates are judged over short and long windows."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _bound_fits_metric(self) -> Slo:
+        if self.metric == "successRate":
+            if self.objective is None:
+                raise ValueError(f"slo {self.name!r}: successRate needs an objective such as 99.9%")
+            parse_ratio(self.objective)
+        elif self.max is None:
+            raise ValueError(f"slo {self.name!r}: {self.metric} needs max")
+        elif self.metric == "latency":
+            if self.quantile is None:
+                raise ValueError(f"slo {self.name!r}: latency needs a quantile such as 0.95")
+            if not isinstance(self.max, str):
+                raise ValueError(f"slo {self.name!r}: latency max must be a duration such as 200ms")
+            parse_duration(self.max)
+        else:
+            parse_ratio(self.max)
+        return self
+
+    @property
+    def max_value(self) -> float | None:
+        """The bound as a number: seconds for latency, a ratio otherwise."""
+        if self.max is None:
+            return None
+        if self.metric == "latency":
+            return parse_duration(str(self.max))
+        return parse_ratio(self.max)
+
+
+class Analysis(ApiModel):
+    interval: Duration = Field(default="30s", description="How often the operator analyses.")
+    timeout: Duration = Field(
+        default="5s", description="How long to wait for each sidecar's snapshot."
+    )
+
+
+class PrometheusSource(ApiModel):
+    url: str = Field(description="Base URL of a Prometheus that scrapes the sidecars' admin ports.")
+
+
+class Metrics(ApiModel):
+    source: Literal["sidecar", "prometheus"] = Field(
+        default="sidecar",
+        description="sidecar: read each sidecar's snapshot; prometheus: query PromQL.",
+    )
+    prometheus: PrometheusSource | None = Field(
+        default=None, description="Required when source is prometheus."
+    )
+
+    @model_validator(mode="after")
+    def _prometheus_needs_url(self) -> Metrics:
+        if self.source == "prometheus" and self.prometheus is None:
+            raise ValueError("metrics.source prometheus needs metrics.prometheus.url")
+        return self
+
+
+class Resources(ApiModel):
+    requests: dict[str, str] = Field(
+        default_factory=lambda: {"cpu": "100m", "memory": "128Mi"},
+        description="Sidecar resource requests.",
+    )
+    limits: dict[str, str] = Field(
+        default_factory=lambda: {"memory": "256Mi"},
+        description=(
+            "Sidecar limits. No CPU limit by default: throttling a proxy multiplies tail latency."
+        ),
+    )
+
+
+class Sidecar(ApiModel):
+    image: str | None = Field(
+        default=None, description="Sidecar image. Default: the operator's configured image."
+    )
+    admin_port: int = Field(default=9090, ge=1, le=65535, description="The sidecar's admin port.")
+    resources: Resources = Field(default_factory=Resources, description="Sidecar resources.")
+    trace_sample_ratio: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of requests that get a sampled span."
+    )
+    prediction_log_sample_ratio: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Share of requests written to the prediction log."
+    )
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP endpoint for spans. Default: export nowhere."
+    )
+
+
+class ObjectRef(ApiModel):
+    name: str = Field(min_length=1, description="Object name, in the ModelMonitor's namespace.")
+
+
+class ServiceRef(ApiModel):
+    name: str = Field(min_length=1, description="Service name, in the ModelMonitor's namespace.")
+    port: str | int = Field(default="http", description="Service port (name or number).")
+
+
+class Comparison(ApiModel):
+    max_disagreement: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Classification: the largest share of requests where the answers may differ.",
+    )
+    max_score_difference: float | None = Field(
+        default=None, ge=0.0, description="Regression: the largest mean absolute difference."
+    )
+    max_error_rate_increase: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="How much higher than stable's the candidate's error rate may be.",
+    )
+    max_latency_increase: Duration = Field(
+        default="50ms", description="How much higher than stable's the candidate's p95 may be."
+    )
+    max_score_drift: float = Field(
+        # Two windows of a few hundred predictions from one distribution are up
+        # to ~0.13 apart by chance (10 bins), so a tighter default would judge
+        # sampling noise; a relabelled model in the demo is ~0.5 away.
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Jensen-Shannon distance (base 2) allowed between the two score distributions; "
+            "a larger one fails only when a chi-square test also finds the difference significant."
+        ),
+    )
+
+
+class Rollout(ApiModel):
+    strategy: Literal["none", "shadow", "canary", "guard"] = Field(
+        default="none", description="How a new model version is brought in."
+    )
+    stable_ref: ObjectRef | None = Field(
+        default=None,
+        description=(
+            "canary: the Deployment serving the current version; guard: the Deployment to "
+            "guard (default: the one owning the selected pods)."
+        ),
+    )
+    canary_ref: ObjectRef | None = Field(
+        default=None, description="canary: the Deployment serving the candidate."
+    )
+    canary_service: ServiceRef | None = Field(
+        default=None,
+        description="canary with the sidecar router: the Service in front of the canary pods.",
+    )
+    shadow_service: ServiceRef | None = Field(
+        default=None, description="shadow: the Service the candidate is reached through."
+    )
+    shadow_percent: float = Field(
+        default=100.0, ge=0.0, le=100.0, description="shadow: share of requests mirrored."
+    )
+    router: Literal["sidecar", "gateway-api", "istio", "replicas"] = Field(
+        default="sidecar", description="What moves canary traffic."
+    )
+    route_ref: ObjectRef | None = Field(
+        default=None,
+        description="gateway-api: the HTTPRoute; istio: the VirtualService that carries the weights.",
+    )
+    steps: list[Annotated[int, Field(ge=0, le=100)]] = Field(
+        default_factory=lambda: [5, 25, 50, 100],
+        description="Canary traffic weights in percent, walked in order.",
+    )
+    interval: Duration = Field(default="30s", description="How long each step is held.")
+    failure_limit: int = Field(
+        default=2, ge=1, description="Consecutive failed analyses that trigger a rollback."
+    )
+    progress_deadline: Duration = Field(
+        default="10m",
+        description="How long a step may wait for enough data before the rollout fails.",
+    )
+    bake_time: Duration = Field(
+        default="5m", description="guard: how long a new revision's pods are judged."
+    )
+    comparison: Comparison = Field(
+        default_factory=Comparison, description="Candidate-versus-stable margins."
+    )
+
+    @model_validator(mode="after")
+    def _strategy_has_what_it_needs(self) -> Rollout:
+        if self.strategy == "canary":
+            if self.stable_ref is None or self.canary_ref is None:
+                raise ValueError("rollout.strategy canary needs stableRef and canaryRef")
+            if self.router == "sidecar" and self.canary_service is None:
+                raise ValueError("rollout.router sidecar needs rollout.canaryService")
+            if self.router in ("gateway-api", "istio") and self.route_ref is None:
+                raise ValueError(f"rollout.router {self.router} needs rollout.routeRef")
+            if any(b < a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+                raise ValueError("rollout.steps must not decrease")
+            if not self.steps:
+                raise ValueError("rollout.steps must name at least one weight")
+        if self.strategy == "shadow" and self.shadow_service is None:
+            raise ValueError("rollout.strategy shadow needs rollout.shadowService")
+        return self
+
+
+class AlertWebhook(ApiModel):
+    url: str = Field(description="Receives a JSON POST (Slack-compatible) on each phase change.")
+
+
+class Alerting(ApiModel):
+    webhook: AlertWebhook | None = Field(default=None, description="A notification hook.")
+
+
+class ModelMonitorSpec(ApiModel):
+    selector: LabelSelector = Field(description="The model's pods: injected and watched.")
+    model: Model = Field(description="The model and how to read its requests.")
+    reference: Reference | None = Field(
+        default=None,
+        description="Reference profile for drift. Without it only golden signals are judged.",
+    )
+    drift: Drift = Field(default_factory=Drift, description="How drift is judged.")
+    slos: list[Slo] = Field(
+        default_factory=list, description="Objectives judged on every analysis window."
+    )
+    analysis: Analysis = Field(default_factory=Analysis, description="The analysis loop.")
+    metrics: Metrics = Field(default_factory=Metrics, description="Where the counts come from.")
+    sidecar: Sidecar = Field(default_factory=Sidecar, description="The injected sidecar.")
+    rollout: Rollout = Field(default_factory=Rollout, description="Safe rollout of new versions.")
+    alerting: Alerting = Field(default_factory=Alerting, description="Notifications.")
+
+    @model_validator(mode="after")
+    def _unique_slo_names(self) -> ModelMonitorSpec:
+        names = [slo.name for slo in self.slos]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"slo names must be unique, repeated: {', '.join(repeated)}")
+        return self
+
+
+# -- status --------------------------------------------------------------------
+
+
+def spec_from(body: dict[str, Any]) -> ModelMonitorSpec:
+    """Validate a ModelMonitor's spec (raises pydantic.ValidationError)."""
+    return ModelMonitorSpec.model_validate(body.get("spec") or {})

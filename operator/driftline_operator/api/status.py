@@ -1,0 +1,164 @@
+"""The ModelMonitor's status as pydantic models, its condition types and
+reasons, and the one condition builder every writer of status uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import Field
+
+from driftline_operator.api.spec import ApiModel
+
+Phase = Literal[
+    "Pending", "Invalid", "Healthy", "Degraded", "Progressing", "Paused", "Succeeded", "Failed"
+]
+
+
+class Condition(ApiModel):
+    type: str = Field(description="Ready, Injected, DriftDetected, SLOsMet, RolloutProgressing, …")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
+    reason: str = Field(description="CamelCase reason, e.g. InvalidSpec.")
+    message: str = Field(default="", description="What is wrong or right, for humans.")
+    last_transition_time: str | None = Field(
+        default=None, description="When status last changed (RFC 3339)."
+    )
+
+
+class PodCounts(ApiModel):
+    selected: int = Field(default=0, description="Running pods the selector matches.")
+    monitored: int = Field(default=0, description="Selected pods that carry the sidecar.")
+    not_injected: int = Field(
+        default=0,
+        description="Selected pods without the sidecar (created before the ModelMonitor).",
+    )
+    unreachable: list[str] = Field(
+        default_factory=list, description="Pods whose sidecar did not answer the last collection."
+    )
+
+
+class WindowFigures(ApiModel):
+    role: str = Field(default="stable", description="stable, canary or shadow.")
+    seconds: float = Field(default=0.0, description="Length of the window.")
+    requests: int = Field(default=0, description="Requests in the window.")
+    requests_per_second: float = Field(default=0.0, description="Request rate.")
+    error_rate: float | None = Field(default=None, description="Share of 5xx responses.")
+    p50_ms: float | None = Field(default=None, description="Median latency in milliseconds.")
+    p95_ms: float | None = Field(default=None, description="95th percentile latency in ms.")
+    p99_ms: float | None = Field(default=None, description="99th percentile latency in ms.")
+
+
+class FeatureDriftStatus(ApiModel):
+    name: str = Field(description="Feature name (or 'prediction').")
+    method: str = Field(description="Statistic used for the verdict.")
+    score: float | None = Field(default=None, description="The statistic's value.")
+    threshold: float = Field(description="The threshold it is judged against.")
+    status: Literal["ok", "drift", "insufficient_data"] = Field(description="The verdict.")
+    samples: int = Field(default=0, description="Values in the drift window.")
+
+
+class DriftStatus(ApiModel):
+    status: Literal["ok", "drift", "insufficient_data", "no_reference"] = Field(
+        default="no_reference", description="The dataset verdict."
+    )
+    drifted_share: float | None = Field(default=None, description="Share of drifted features.")
+    drifted: int = Field(default=0, description="Number of drifted features.")
+    features: list[FeatureDriftStatus] = Field(
+        default_factory=list, description="The most drifted features, highest score first."
+    )
+    prediction: FeatureDriftStatus | None = Field(
+        default=None, description="Drift of the prediction score."
+    )
+
+
+class SloStatus(ApiModel):
+    name: str = Field(description="The SLO's name.")
+    verdict: Literal["ok", "breach", "insufficient_data"] = Field(description="The verdict.")
+    value: float | None = Field(default=None, description="The measured value.")
+    objective: float | None = Field(default=None, description="The bound it was judged against.")
+    burn_rate: float | None = Field(
+        default=None, description="successRate: error budget burn rate over the window."
+    )
+    message: str = Field(default="", description="The verdict in words.")
+
+
+class RolloutStatus(ApiModel):
+    phase: Literal["Progressing", "Paused", "Succeeded", "Failed"] | None = Field(
+        default=None,
+        description=(
+            "The rollout's own phase (the monitor's phase moves on once a rollout ends); "
+            "unset before the first rollout."
+        ),
+    )
+    step: int = Field(default=0, description="Index into rollout.steps.")
+    weight: float = Field(default=0.0, description="Current canary traffic weight in percent.")
+    failures: int = Field(default=0, description="Consecutive failed analyses.")
+    step_started_at: str | None = Field(default=None, description="When the step began.")
+    decision: str | None = Field(default=None, description="The last decision and its reason.")
+    revision: str | None = Field(
+        default=None, description="The canary pod template hash this rollout is about."
+    )
+
+
+class ModelMonitorStatus(ApiModel):
+    phase: Phase = Field(default="Pending", description="Where the monitor is.")
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this status is about."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")
+    pods: PodCounts = Field(default_factory=PodCounts, description="Pods the monitor covers.")
+    windows: list[WindowFigures] = Field(
+        default_factory=list, description="Golden signals of the last window, per role."
+    )
+    requests_per_second: float | None = Field(
+        default=None, description="Stable request rate (for the printer column)."
+    )
+    p95_ms: float | None = Field(default=None, description="Stable p95 latency in ms.")
+    error_percent: float | None = Field(default=None, description="Stable error rate in percent.")
+    drift: DriftStatus = Field(default_factory=DriftStatus, description="Drift verdicts.")
+    slos: list[SloStatus] = Field(default_factory=list, description="SLO verdicts.")
+    rollout: RolloutStatus | None = Field(default=None, description="Rollout progress.")
+    last_analysis_time: str | None = Field(
+        default=None, description="When the last analysis ran (RFC 3339)."
+    )
+
+
+# -- conditions -----------------------------------------------------------------
+READY = "Ready"
+CANDIDATE_FIT = "CandidateFit"  # shadow: whether the candidate is fit to promote
+# Reasons of the Ready condition (CamelCase, as Kubernetes conventions ask).
+INVALID_SPEC = "InvalidSpec"
+REFERENCE_NOT_FOUND = "ReferenceNotFound"
+CONFIGURED = "SidecarConfigured"
+
+
+def upsert_condition(
+    conditions: Iterable[Mapping[str, Any]],
+    *,
+    type: str,
+    status: str,
+    reason: str,
+    message: str,
+    now: str,
+) -> list[dict[str, Any]]:
+    """The conditions with one of them set; its transition time moves only when its
+    status does (what `kubectl wait` and humans reading it rely on)."""
+    result: list[dict[str, Any]] = []
+    previous: Mapping[str, Any] | None = None
+    for condition in conditions:
+        if condition.get("type") == type:
+            previous = condition
+        else:
+            result.append(dict(condition))
+    changed = previous is None or previous.get("status") != status
+    since = now if changed or not previous else previous.get("lastTransitionTime", now)
+    new = Condition(
+        type=type, status=status, reason=reason, message=message, last_transition_time=since
+    )
+    result.append(new.model_dump(by_alias=True))
+    return result
+
+
+def is_ready(body: Mapping[str, Any]) -> bool:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == READY and c.get("status") == "True" for c in conditions)

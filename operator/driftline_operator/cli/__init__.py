@@ -1,0 +1,1 @@
+"""The `driftline` command: reference profiles (`profiles`) and the demo (`demo/`)."""

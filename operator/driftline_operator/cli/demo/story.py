@@ -1,0 +1,291 @@
+"""``driftline demo``: a whole canary rollout on one machine, no cluster.
+
+Trains a small model and a candidate for the chosen scenario, starts each
+behind its own sidecar, sends steady traffic through the stable sidecar, and
+runs the operator's loop every interval (`demo.loop.CanaryLoop`: collect,
+window, compare, decide, act) with the sidecar router, printing each tick.
+Exits 0 when the outcome is the one the scenario should have (promoted for
+healthy, rolled back otherwise), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from pydantic import ValidationError
+
+from driftline_operator.api.spec import Rollout, Slo, parse_duration
+from driftline_operator.cli.demo import report
+from driftline_operator.cli.demo.fleet import Fleet, FleetError
+from driftline_operator.cli.demo.loop import CanaryLoop, Tick
+from driftline_operator.cli.demo.router import DEMO_TARGET, LocalSidecarRouter
+from driftline_operator.cli.demo.traffic import Traffic
+from driftline_operator.cli.demo.training import SCENARIOS, Scenario, models
+from driftline_operator.rollout.machine import (
+    Action,
+    PromoteCanary,
+    RestoreRevision,
+    ScaleCanaryToZero,
+    SetWeight,
+    StartCanary,
+)
+from driftline_operator.rollout.routers import RouterError
+from driftline_operator.sources import PodTarget
+from driftline_operator.sources.sidecar import SidecarSource
+
+SLOS = [
+    Slo(name="p95", metric="latency", quantile=0.95, max="250ms"),
+    Slo(name="availability", metric="successRate", objective="99%"),
+]
+
+
+@dataclass(frozen=True)
+class Options:
+    scenario: Scenario = "healthy"
+    interval: str = "10s"
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    failure_limit: int = 2
+    progress_deadline: str | None = None  # default: five intervals
+    rps: float = 100.0
+    seed: int = 1
+
+
+def rollout_spec(options: Options) -> Rollout:
+    """The ModelMonitor's spec.rollout the demo runs (validated as the CRD would)."""
+    deadline = options.progress_deadline or f"{5 * parse_duration(options.interval):g}s"
+    return Rollout.model_validate(
+        {
+            "strategy": "canary",
+            "stableRef": {"name": DEMO_TARGET.stable},
+            "canaryRef": {"name": DEMO_TARGET.canary},
+            "canaryService": {"name": DEMO_TARGET.canary_service},
+            "router": "sidecar",
+            "steps": list(options.steps),
+            "interval": options.interval,
+            "failureLimit": options.failure_limit,
+            "progressDeadline": deadline,
+        }
+    )
+
+
+class DemoActions:
+    """A decision's actions on the demo's processes (the operator's
+    `deployments.carry_out`, with processes for Deployments)."""
+
+    def __init__(self, fleet: Fleet, router: LocalSidecarRouter) -> None:
+        self.fleet = fleet
+        self.router = router
+
+    async def take(self, action: Action) -> None:
+        match action:
+            case SetWeight(weight=weight):
+                await self.router.set_weight(DEMO_TARGET, weight)
+            case StartCanary():
+                pass  # the demo's canary runs from the start
+            case PromoteCanary():
+                await self.fleet.promote()
+            case ScaleCanaryToZero():
+                await self.fleet.stop_canary()
+            case RestoreRevision():
+                raise RouterError(
+                    "the demo runs a canary rollout; guard's undo has no meaning here"
+                )
+
+
+class DemoRun:
+    """Trained models, running processes, traffic and the loop; ``async with``
+    starts and stops them. ``tick()`` runs one interval on schedule."""
+
+    def __init__(self, options: Options, *, workdir: Path) -> None:
+        self.options = options
+        self.spec = rollout_spec(options)
+        self.interval = parse_duration(options.interval)
+        stable, candidate = models(options.scenario, seed=options.seed)
+        self.fleet = Fleet(workdir=workdir, stable=stable, candidate=candidate)
+        self.traffic = Traffic(self.fleet.stable.proxy_url, rps=options.rps, seed=options.seed)
+        self.source = SidecarSource()
+        self.loop: CanaryLoop | None = None
+        self.started = 0.0
+        self._ticks = 0
+
+    async def __aenter__(self) -> DemoRun:
+        await self.fleet.__aenter__()
+        router = LocalSidecarRouter(
+            stable_admins=[self.fleet.stable.admin_url],
+            canary_url=self.fleet.canary.proxy_url,
+            token=self.fleet.token,
+            session=self.fleet.session,
+        )
+        targets = [_target(self.fleet, "stable"), _target(self.fleet, "canary")]
+        self.loop = CanaryLoop(
+            spec=self.spec,
+            slos=SLOS,
+            source=self.source,
+            targets=targets,
+            actions=DemoActions(self.fleet, router),
+        )
+        self.traffic.start()
+        self.started = time.time()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.traffic.stop()
+        await self.source.close()
+        await self.fleet.close()
+
+    async def tick(self) -> Tick:
+        """The next tick, at its scheduled time. The tick's clock is the
+        schedule, so a tick that runs late does not shorten the next step."""
+        assert self.loop is not None, "use DemoRun with async with"
+        scheduled = self.started + self._ticks * self.interval
+        await asyncio.sleep(max(0.0, scheduled - time.time()))
+        self._ticks += 1
+        return await self.loop.tick(
+            now=scheduled,
+            canary_revision=self.fleet.canary.revision,
+            stable_revision=self.fleet.stable.revision,
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.loop is not None and self.loop.finished
+
+
+async def run(options: Options, *, out: TextIO, quiet: bool = False) -> bool:
+    """The whole demo; True when the outcome is the scenario's expected one."""
+    workdir = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
+    async with DemoRun(options, workdir=workdir) as demo:
+        spec, steps = demo.spec, len(demo.spec.steps)
+        if not quiet:
+            print(
+                report.header(
+                    scenario=options.scenario,
+                    fleet=demo.fleet,
+                    spec=spec,
+                    slos=SLOS,
+                    rps=options.rps,
+                ),
+                file=out,
+                flush=True,
+            )
+        while not demo.finished:
+            t = await demo.tick()
+            if not quiet:
+                print(
+                    report.tick(demo._ticks - 1, t, started=demo.started, steps=steps),
+                    file=out,
+                    flush=True,
+                )
+        state = demo.loop.state if demo.loop else None
+        routing = await demo.fleet.routing()
+        elapsed = time.time() - demo.started
+    promoted = state is not None and state.phase == "Succeeded"
+    expected = options.scenario == "healthy"
+    outcome = "promoted" if promoted else "rolled back"
+    verdict = "as expected" if promoted == expected else "NOT the expected outcome"
+    print(
+        f"\nOutcome: {outcome} ({verdict} for scenario {options.scenario}) after {elapsed:.0f}s; "
+        f"{report.PROMOTION_MEANS if promoted else report.ROLLBACK_MEANS}.\n"
+        f"  last decision: {state.decision if state else '-'}\n"
+        f"  stable sidecar routing now (GET /v1/config): canary_weight "
+        f"{routing.get('canary_weight', 0.0):g}\n"
+        f"  clients saw: {_outcomes(demo.traffic.outcomes)}",
+        file=out,
+        flush=True,
+    )
+    return promoted == expected
+
+
+def _target(fleet: Fleet, role: str) -> PodTarget:
+    pod = fleet.stable if role == "stable" else fleet.canary
+    host, port = pod.admin_url.removeprefix("http://").rsplit(":", 1)
+    return PodTarget(name=f"demo-{role}", ip=host, admin_port=int(port), role=role)
+
+
+def _outcomes(outcomes: dict[str, int]) -> str:
+    return ", ".join(f"{n} x {what}" for what, n in sorted(outcomes.items())) or "nothing"
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool]:
+    parser = argparse.ArgumentParser(
+        prog="driftline demo",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="driftline demo --serve [--help]: one model behind its sidecar, left running.",
+    )
+    parser.add_argument("--scenario", choices=SCENARIOS, default="healthy")
+    parser.add_argument("--interval", default="10s", help="how long each step is held (10s)")
+    parser.add_argument("--steps", default="10,25,50,100", help="canary weights in percent")
+    parser.add_argument("--failure-limit", type=int, default=2)
+    parser.add_argument("--progress-deadline", help="default: five intervals")
+    parser.add_argument("--rps", type=float, default=100.0, help="client requests per second")
+    parser.add_argument("--seed", type=int, default=1, help="training data and traffic seed")
+    parser.add_argument("--quiet", action="store_true", help="print the outcome only")
+    args = parser.parse_args(argv)
+    try:
+        steps = tuple(int(s) for s in args.steps.split(","))
+    except ValueError:
+        parser.error(f"--steps {args.steps!r}: expected weights such as 10,25,50,100")
+    if args.rps <= 0:
+        parser.error(f"--rps {args.rps:g}: expected a positive request rate")
+    for flag, value in (
+        ("--interval", args.interval),
+        ("--progress-deadline", args.progress_deadline),
+    ):
+        try:
+            if value is not None:
+                parse_duration(value)
+        except ValueError as error:
+            parser.error(f"{flag}: {error}")
+    options = Options(
+        scenario=args.scenario,
+        interval=args.interval,
+        steps=steps,
+        failure_limit=args.failure_limit,
+        progress_deadline=args.progress_deadline,
+        rps=args.rps,
+        seed=args.seed,
+    )
+    try:
+        rollout_spec(options)
+    except (ValidationError, ValueError) as error:
+        parser.error(_spec_problem(error))
+    return options, args.quiet
+
+
+_FLAGS = {
+    "steps": "--steps",
+    "interval": "--interval",
+    "failureLimit": "--failure-limit",
+    "progressDeadline": "--progress-deadline",
+}
+
+
+def _spec_problem(error: Exception) -> str:
+    if not isinstance(error, ValidationError):
+        return str(error)
+    problems = []
+    for e in error.errors():
+        where = _FLAGS.get(str(e["loc"][0]), "") if e["loc"] else ""
+        problems.append(f"{where + ': ' if where else ''}{e['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options, quiet = parse_args(argv)
+    try:
+        ok = asyncio.run(run(options, out=sys.stdout, quiet=quiet))
+    except KeyboardInterrupt:
+        print("driftline demo: interrupted", file=sys.stderr)
+        return 130
+    except (FleetError, RouterError) as error:
+        print(f"driftline demo: {error}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1

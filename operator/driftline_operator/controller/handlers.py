@@ -1,0 +1,327 @@
+"""The kopf handlers: the only module that imports kopf.
+
+Each handler is a thin shell: it reads what it needs from the API (`kube`),
+asks pure functions what to do (`status`, `admission`, `inject`, `render`),
+and writes the answer back as a status patch, an Event or a JSON patch.
+
+Deletion: the analysis daemon makes kopf put a finalizer on every
+ModelMonitor anyway (to stop the daemon cleanly), so the `cleanup` handler
+deletes the sidecar ConfigMap explicitly; the ConfigMap's ownerReference
+stays as the safety net for when the operator is not running (and is all
+the admin token Secret has: the operator never reads Secrets, see `tokens`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import kopf
+import yaml
+from pydantic import ValidationError
+
+from driftline_operator import kube
+from driftline_operator.api.names import CONFIG_KEY, GROUP, PLURAL, VERSION, config_map_name
+from driftline_operator.api.spec import ModelMonitorSpec, parse_duration, spec_from
+from driftline_operator.api.status import INVALID_SPEC, REFERENCE_NOT_FOUND, is_ready
+from driftline_operator.controller import manifests, status, tokens
+from driftline_operator.controller.loop import AnalysisLoop
+from driftline_operator.controller.settings import OperatorConfig
+from driftline_operator.controller.tls import write_self_signed
+from driftline_operator.webhook import admission, inject
+from driftline_sidecar.contract.config import RoutingConfig
+
+MONITORS = (GROUP, VERSION, PLURAL)
+
+# The webhook's URL path is "/" + this id; the chart's MutatingWebhookConfiguration uses it.
+WEBHOOK_ID = "inject-sidecar"
+WEBHOOK_PATH = f"/{WEBHOOK_ID}"
+
+# How soon a monitor waiting for its reference ConfigMap looks again.
+REFERENCE_RETRY_SECONDS = 30.0
+# How often a daemon of an invalid monitor re-reads its (possibly fixed) spec.
+INVALID_RECHECK_SECONDS = 30.0
+
+
+class _NamespacedWebhookServer(kopf.WebhookServer):
+    """kopf's HTTPS webhook server, filling the pod's namespace from the request.
+
+    Pods made by controllers (ReplicaSets) may arrive without
+    metadata.namespace; the AdmissionReview's request.namespace always has it.
+    """
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        async def with_namespace(request: Any, **kwargs: Any) -> Any:
+            payload = request.get("request") or {}
+            obj = payload.get("object")
+            if isinstance(obj, dict) and payload.get("namespace"):
+                obj.setdefault("metadata", {}).setdefault("namespace", payload["namespace"])
+            return await fn(request, **kwargs)
+
+        async for client_config in super().__call__(with_namespace):
+            yield client_config
+
+
+def _webhook_server(config: OperatorConfig) -> kopf.WebhookServer:
+    certfile, keyfile = config.certfile, config.keyfile
+    if certfile is None or keyfile is None:
+        # Local and test runs only: in a cluster the chart mounts the webhook's Secret.
+        certfile, keyfile = write_self_signed(Path(tempfile.mkdtemp(prefix="driftline-tls-")))
+    return _NamespacedWebhookServer(
+        addr=config.webhook_host,
+        port=config.webhook_port,
+        certfile=str(certfile),
+        pkeyfile=str(keyfile),
+    )
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    if "config" not in memo:  # run as `kopf run handlers.py` rather than driftline-operator
+        memo.config = OperatorConfig.from_env()
+    memo.api = kube.connect()
+    memo.admin_key = tokens.operator_key(memo.config.keyfile)
+    # Keep kopf's bookkeeping in annotations: the CRD's status schema is structural.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.admission.server = _webhook_server(memo.config)
+    if memo.get("dev"):
+        # Only for a developer's cluster: in-cluster the chart owns the configuration.
+        settings.admission.managed = f"driftline-operator.{GROUP}"
+
+
+# -- ModelMonitor: configuration ------------------------------------------------
+
+
+def _warn(body: Any, *, reason: str, message: str) -> None:
+    kopf.warn(body, reason=reason, message=message)
+
+
+@kopf.on.resume(*MONITORS, id="reconcile")
+@kopf.on.create(*MONITORS, id="reconcile")
+@kopf.on.update(*MONITORS, id="reconcile", field="spec")
+def reconcile(
+    body: kopf.Body, name: str, namespace: str, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    raw = dict(body)
+    now = status.now_rfc3339()
+    try:
+        spec = spec_from(raw)
+    except ValidationError as error:
+        message = status.invalid_spec_message(error)
+        patch.status.update(status.not_ready(raw, reason=INVALID_SPEC, message=message, now=now))
+        _warn(body, reason=INVALID_SPEC, message=f"ModelMonitor {namespace}/{name}: {message}")
+        return  # nothing is created for it, and the webhook skips it
+
+    missing = _missing_reference(memo.api, namespace, spec)
+    if missing is not None:
+        patch.status.update(
+            status.not_ready(raw, reason=REFERENCE_NOT_FOUND, message=missing, now=now)
+        )
+        _warn(body, reason=REFERENCE_NOT_FOUND, message=missing)
+        raise kopf.TemporaryError(missing, delay=REFERENCE_RETRY_SECONDS)
+
+    routing, routing_problem = _routing(memo.api, namespace, name, spec)
+    manifest = manifests.config_map(name, namespace, spec, owner=raw, routing=routing)
+    kube.apply(memo.api, kube.CONFIGMAPS, manifest)
+    token = tokens.admin_token(memo.admin_key, namespace=namespace, name=name, uid=_uid(body))
+    secret = manifests.admin_secret(name, namespace, token=token, owner=raw)
+    kube.apply(memo.api, kube.SECRETS, secret, content="stringData")
+    pods = kube.list_objects(memo.api, kube.PODS, namespace, selector=spec.selector)
+    counts = status.pod_counts(pods, spec.selector)
+    patch.status.update(
+        status.ready(raw, config_map=manifest["metadata"]["name"], pods=counts, now=now)
+    )
+    if counts.not_injected:
+        _warn(body, reason="PodsNotInjected", message=status.describe_pods(counts))
+    if routing_problem is not None:
+        _warn(body, reason="ShadowServiceNotFound", message=routing_problem)
+        raise kopf.TemporaryError(routing_problem, delay=REFERENCE_RETRY_SECONDS)
+
+
+def _uid(body: kopf.Body) -> str:
+    return str(body.get("metadata", {}).get("uid", ""))
+
+
+def _routing(
+    api: Any, namespace: str, name: str, spec: ModelMonitorSpec
+) -> tuple[RoutingConfig, str | None]:
+    """The sidecars' routing section, and what keeps it from being complete.
+
+    shadow: the mirror's URL (a named Service port resolved to its number).
+    canary with the sidecar router: the weight the rollout has set so far,
+    kept from the current ConfigMap, so re-rendering (a restarted operator,
+    a spec change) never sends canary traffic back to stable behind its back.
+    """
+    rollout = spec.rollout
+    if rollout.strategy == "shadow" and rollout.shadow_service is not None:
+        service = rollout.shadow_service
+        port = service.port
+        if isinstance(port, str) and not port.isdigit():
+            found = kube.read(api, kube.SERVICES, namespace, service.name) or {}
+            numbers = [
+                p["port"]
+                for p in (found.get("spec") or {}).get("ports", [])
+                if p.get("name") == port
+            ]
+            if not numbers:
+                where = f"spec.rollout.shadowService: Service {namespace}/{service.name}"
+                problem = (
+                    f"{where} not found" if not found else f"{where} has no port named {port!r}"
+                )
+                return RoutingConfig(), f"{problem}; nothing is mirrored until it exists"
+            port = numbers[0]
+        return manifests.shadow_routing(spec, namespace=namespace, port=int(port)), None
+    if rollout.strategy == "canary" and rollout.router == "sidecar":
+        current = kube.read(api, kube.CONFIGMAPS, namespace, config_map_name(name)) or {}
+        text = (current.get("data") or {}).get(CONFIG_KEY)
+        try:
+            document = yaml.safe_load(text) if text else None
+            routing = RoutingConfig.model_validate((document or {}).get("routing") or {})
+        except (yaml.YAMLError, ValidationError, AttributeError):
+            routing = RoutingConfig()  # not ours to repair: the next weight rewrites it
+        return RoutingConfig(
+            canary_url=routing.canary_url, canary_weight=routing.canary_weight
+        ), None
+    return RoutingConfig(), None
+
+
+def _missing_reference(api: Any, namespace: str, spec: ModelMonitorSpec) -> str | None:
+    """What is missing of the reference profile, or None when it is there."""
+    if spec.reference is None:
+        return None
+    ref = spec.reference.config_map_ref
+    config_map = kube.read(api, kube.CONFIGMAPS, namespace, ref.name)
+    where = f"spec.reference.configMapRef: ConfigMap {namespace}/{ref.name}"
+    if config_map is None:
+        return (
+            f"{where} not found; create it with `driftline profile configmap` "
+            "or point configMapRef at an existing one"
+        )
+    keys = set(config_map.get("data") or {}) | set(config_map.get("binaryData") or {})
+    if ref.key not in keys:
+        present = ", ".join(sorted(keys)) or "none"
+        return f"{where} has no key {ref.key!r} (keys: {present}); set configMapRef.key"
+    return None
+
+
+@kopf.on.delete(*MONITORS, id="cleanup")
+def cleanup(name: str, namespace: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    config_map = config_map_name(name)
+    if kube.delete(memo.api, kube.CONFIGMAPS, namespace, config_map):
+        logger.info(f"Deleted ConfigMap {namespace}/{config_map}.")
+
+
+# -- ModelMonitor: the analysis loop ----------------------------------------------
+
+
+@kopf.daemon(*MONITORS, id="analysis", cancellation_timeout=10.0)
+async def analysis(
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    name: str,
+    namespace: str,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Every spec.analysis.interval: pods, collection, verdicts, status, Events.
+
+    A daemon rather than a timer: the interval is per monitor and may change,
+    and the loop keeps the previous collection to difference the next one.
+    """
+    loop = AnalysisLoop(
+        api=memo.api,
+        namespace=namespace,
+        name=name,
+        previous_status=body.get("status"),
+        logger=logger,
+        admin_token=tokens.admin_token(
+            memo.admin_key, namespace=namespace, name=name, uid=_uid(body)
+        ),
+    )
+    try:
+        while not stopped:
+            try:
+                spec = spec_from(dict(body))
+            except ValidationError:
+                await stopped.wait(INVALID_RECHECK_SECONDS)  # reconcile reports it
+                continue
+            if is_ready(body):
+                await _analyse_once(loop, spec=spec, body=body, logger=logger)
+            await stopped.wait(parse_duration(spec.analysis.interval))
+    finally:
+        await loop.close()
+
+
+async def _analyse_once(
+    loop: AnalysisLoop, *, spec: ModelMonitorSpec, body: kopf.Body, logger: kopf.Logger
+) -> None:
+    """One tick; a failure is logged and the next tick tries again with the
+    loop's state intact (a daemon restart would forget the previous collection)."""
+    try:
+        events = await loop.tick(spec=spec, body=dict(body))
+    except Exception:
+        logger.exception("Analysis failed; retrying at the next interval.")
+        return
+    for event_type, reason, message in events:
+        kopf.event(body, type=event_type, reason=reason, message=message)
+
+
+# -- Pods: the admission webhook ---------------------------------------------------
+
+
+@kopf.index(*MONITORS, id="monitors")
+def monitors(body: kopf.Body, namespace: str, **_: Any) -> dict[str, admission.MonitorEntry]:
+    return {namespace: admission.entry_from(dict(body))}
+
+
+@kopf.on.mutate("", "v1", "pods", id=WEBHOOK_ID, operations=["CREATE"], ignore_failures=True)
+def inject_sidecar(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    warnings: list[str],
+    monitors: kopf.Index[str, admission.MonitorEntry],
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Add the sidecar to a pod a ModelMonitor selects; never refuse a pod.
+
+    Every failure is logged and surfaced as an admission warning, and the pod
+    is admitted unchanged: a broken monitor must not stop a model from starting.
+    """
+    pod = dict(body)
+    metadata = pod.get("metadata") or {}
+    namespace = metadata.get("namespace") or ""
+    who = f"pod {namespace}/{metadata.get('name') or metadata.get('generateName', '') + '*'}"
+    try:
+        config: OperatorConfig = memo.config
+        reason = admission.skip_reason(
+            pod, namespace=namespace, operator_namespace=config.namespace
+        )
+        if reason is not None:
+            logger.debug(f"Not injecting {who}: {reason}.")
+            return
+        entry = admission.choose(monitors.get(namespace, ()), metadata.get("labels") or {})
+        if entry is None or entry.spec is None:
+            return
+        settings = inject.InjectSettings(
+            sidecar_image=config.sidecar_image, otlp_endpoint=config.otlp_endpoint
+        )
+        ops = inject.mutate(pod, monitor_name=entry.name, spec=entry.spec, settings=settings)
+    except inject.InjectionError as error:
+        logger.warning(f"Not injecting {who}: {error}")
+        warnings.append(f"driftline: sidecar not injected: {error}")
+        return
+    except Exception as error:
+        logger.exception(f"Not injecting {who}: unexpected error")
+        warnings.append(f"driftline: sidecar not injected: internal error: {error}")
+        return
+    if ops:
+        logger.info(f"Injecting the sidecar of ModelMonitor {entry.name} into {who}.")
+        patch.fns.append(lambda raw: jsonpatch.apply_patch(raw, ops, in_place=True))

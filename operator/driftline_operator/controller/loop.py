@@ -1,0 +1,186 @@
+"""One ModelMonitor's analysis loop, without kopf: what the daemon runs each tick.
+
+A tick lists the selected pods, counts them, turns the injected, running
+ones into collection targets, hands those and the reference profile to the
+analysis (`monitor.MonitorRunner`), lets the rollout act on the windows
+(`rollout_loop.RolloutLoop`), and merges what both give into `.status`. The
+daemon in `handlers` owns the timing and posts the returned Events through kopf.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kubernetes.client import ApiClient
+from pydantic import ValidationError
+
+from driftline_operator import kube
+from driftline_operator.analysis.runner import AnalysisOutcome, MonitorRunner
+from driftline_operator.api.names import (
+    CONTROL_ANNOTATION,
+    ROLE_LABEL,  # canary / shadow pods carry it
+)
+from driftline_operator.api.selectors import selects
+from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.api.status import PodCounts, upsert_condition
+from driftline_operator.controller import status
+from driftline_operator.rollout.loop import RolloutLoop, RolloutOutcome
+from driftline_operator.sources import PodTarget
+from driftline_operator.webhook.inject import is_injected
+from driftline_sidecar.contract.profile import ReferenceProfile
+
+Event = tuple[str, str, str]  # (type, reason, message), as kopf.event takes them
+
+
+def pod_targets(pods: Iterable[Mapping[str, Any]], spec: ModelMonitorSpec) -> list[PodTarget]:
+    """The pods whose sidecar can be asked for a snapshot: selected, injected,
+    running and with an IP. Others are counted in status, not collected."""
+    targets: list[PodTarget] = []
+    for pod in pods:
+        metadata = pod.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        pod_status = pod.get("status") or {}
+        if metadata.get("deletionTimestamp") or pod_status.get("phase") != "Running":
+            continue
+        if not pod_status.get("podIP") or not selects(spec.selector, labels):
+            continue
+        if not is_injected(dict(pod)):
+            continue
+        targets.append(
+            PodTarget(
+                name=metadata.get("name", ""),
+                ip=pod_status["podIP"],
+                admin_port=spec.sidecar.admin_port,
+                role=labels.get(ROLE_LABEL, "stable"),
+            )
+        )
+    return sorted(targets, key=lambda t: t.name)
+
+
+def status_patch(
+    *,
+    counts: PodCounts,
+    outcome: AnalysisOutcome,
+    conditions: Iterable[Mapping[str, Any]],
+    now: str,
+    rollout: RolloutOutcome | None = None,
+) -> dict[str, Any]:
+    """The analysis' status plus fresh pod counts, its conditions upserted into
+    the current ones (a merge patch replaces lists whole, so Ready must stay),
+    and the rollout's fields, whose phase wins while a rollout acts."""
+    merged = [dict(c) for c in conditions]
+    extra = rollout.conditions if rollout is not None else []
+    for condition in [*outcome.conditions, *extra]:
+        merged = upsert_condition(
+            merged,
+            type=condition["type"],
+            status=condition["status"],
+            reason=condition["reason"],
+            message=condition.get("message", ""),
+            now=now,
+        )
+    pods = counts.model_dump(by_alias=True)
+    pods["unreachable"] = (outcome.status.get("pods") or {}).get("unreachable", [])
+    return {
+        **outcome.status,
+        **(rollout.status if rollout is not None else {}),
+        "pods": pods,
+        "conditions": merged,
+    }
+
+
+def parse_reference(text: str) -> tuple[ReferenceProfile, str]:
+    """The profile and the sha256 of the document (what the sidecar hashes)."""
+    return ReferenceProfile.model_validate_json(text), hashlib.sha256(text.encode()).hexdigest()
+
+
+class AnalysisLoop:
+    """What one monitor keeps between ticks: the runner (previous collection,
+    drift window, previous verdicts) and the last reference problem reported."""
+
+    def __init__(
+        self,
+        *,
+        api: ApiClient,
+        namespace: str,
+        name: str,
+        previous_status: Mapping[str, Any] | None,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        admin_token: str | None = None,
+    ) -> None:
+        self._api = api
+        self._namespace = namespace
+        self._name = name
+        self._logger = logger
+        self._runner = MonitorRunner(namespace, name, previous_status=previous_status)
+        self._rollout = RolloutLoop(
+            api=api, namespace=namespace, name=name, admin_token=admin_token, logger=logger
+        )
+        self._reference_problem: str | None = None
+
+    async def tick(self, *, spec: ModelMonitorSpec, body: Mapping[str, Any]) -> list[Event]:
+        # Read afresh: the rollout's state and controls must be what the API
+        # holds now, not what the watch last delivered.
+        fresh = await kube.aread(self._api, kube.MONITORS, self._namespace, self._name)
+        monitor = fresh if fresh is not None else body
+        pods = await kube.alist_objects(
+            self._api, kube.PODS, self._namespace, selector=spec.selector
+        )
+        counts = status.pod_counts(pods, spec.selector)
+        events: list[Event] = []
+        profile, sha = await self._reference(spec, events)
+        outcome = await self._runner.run(
+            spec=spec, pods=pod_targets(pods, spec), profile=profile, profile_sha=sha
+        )
+        rollout = await self._rollout.tick(
+            spec=spec, monitor=monitor, pods=pods, windows=outcome.windows
+        )
+        current = (monitor.get("status") or {}).get("conditions") or []
+        patch = status_patch(
+            counts=counts,
+            outcome=outcome,
+            conditions=current,
+            now=status.now_rfc3339(),
+            rollout=rollout,
+        )
+        version = (monitor.get("metadata") or {}).get("resourceVersion")
+        await kube.apatch_status(
+            self._api, kube.MONITORS, self._namespace, self._name, patch, resource_version=version
+        )
+        if rollout.clear_control:
+            # A one-shot control that has been acted on.
+            removal = {"metadata": {"annotations": {CONTROL_ANNOTATION: None}}}
+            await kube.apatch(self._api, kube.MONITORS, self._namespace, self._name, removal)
+        return events + outcome.events + rollout.events
+
+    async def _reference(
+        self, spec: ModelMonitorSpec, events: list[Event]
+    ) -> tuple[ReferenceProfile | None, str | None]:
+        if spec.reference is None:
+            return None, None
+        ref = spec.reference.config_map_ref
+        config_map = await kube.aread(self._api, kube.CONFIGMAPS, self._namespace, ref.name)
+        text = ((config_map or {}).get("data") or {}).get(ref.key)
+        problem: str | None = None
+        result: tuple[ReferenceProfile | None, str | None] = (None, None)
+        if text is None:
+            problem = f"ConfigMap {self._namespace}/{ref.name} key {ref.key!r} is gone"
+        else:
+            try:
+                result = parse_reference(text)
+            except ValidationError as error:
+                problem = (
+                    f"ConfigMap {self._namespace}/{ref.name} key {ref.key!r} is not a "
+                    f"reference profile: {error.error_count()} problems, first: "
+                    f"{error.errors()[0]['msg']}; rebuild it with `driftline profile build`"
+                )
+        if problem is not None and problem != self._reference_problem:
+            events.append(("Warning", "InvalidReference", f"spec.reference: {problem}"))
+        self._reference_problem = problem
+        return result
+
+    async def close(self) -> None:
+        await self._runner.close(forget=True)

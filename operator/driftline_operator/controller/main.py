@@ -1,0 +1,92 @@
+"""`driftline-operator`: run the kopf handlers, the webhook and /metrics.
+
+    driftline-operator                      # every namespace
+    driftline-operator --namespace ml       # one namespace (repeatable)
+    driftline-operator --dev                # also manage the webhook configuration
+
+Settings come from DRIFTLINE_* variables (see `settings`); this command
+only adds what is about how kopf runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+import kopf
+
+from driftline_operator.analysis import metrics as opmetrics
+from driftline_operator.controller.settings import OperatorConfig, SettingsError
+
+DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftline-operator",
+        description="The Driftline operator: ModelMonitor handlers and the sidecar webhook.",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="Serve only this namespace (repeatable; globs as kopf allows).",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="Serve every namespace (the default)."
+    )
+    parser.add_argument(
+        "--liveness",
+        default=DEFAULT_LIVENESS,
+        metavar="URL",
+        help=f"Where kopf serves its liveness probe (default {DEFAULT_LIVENESS}).",
+    )
+    parser.add_argument(
+        "--peering",
+        metavar="NAME",
+        default=None,
+        help="Coordinate with other replicas through this KopfPeering (default: standalone).",
+    )
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="Create and update the MutatingWebhookConfiguration itself (development only).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log more.")
+    parser.add_argument("--debug", action="store_true", help="Log everything kopf does.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = OperatorConfig.from_env()
+    except SettingsError as error:
+        print(f"driftline-operator: {error}", file=sys.stderr)
+        return 2
+
+    kopf.configure(verbose=args.verbose, debug=args.debug)
+    logging.getLogger("driftline_operator").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    opmetrics.serve(config.metrics_port)  # the operator's own /metrics
+    importlib.import_module(
+        "driftline_operator.controller.handlers"
+    )  # registers the handlers with kopf
+
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness,
+        memo=kopf.Memo(config=config, dev=args.dev),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

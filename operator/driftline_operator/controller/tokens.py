@@ -1,0 +1,37 @@
+"""The sidecars' admin token: one per ModelMonitor, derived, never read back.
+
+The operator writes each monitor's token into a Secret that the injected
+sidecars mount (`manifests.admin_secret`), and sends it as the bearer token of
+its config pushes (the sidecar router). It never reads Secrets: the token is
+an HMAC of the monitor's identity under the operator's key, so the operator
+computes it again after a restart instead of fetching it.
+
+The key is derived from the webhook's TLS private key, the one secret an
+operator always has mounted (the chart keeps it across upgrades). Without
+one (local runs, where the certificate is made at start-up) the key is
+random per process: a restarted operator then rewrites the Secrets, and the
+sidecars, which read the token file on each write, follow once the kubelet
+has refreshed the mount.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+
+_PURPOSE = b"driftline sidecar admin token v1"
+
+
+def operator_key(keyfile: Path | None) -> bytes:
+    """The key tokens are derived under (never the TLS key itself)."""
+    material = keyfile.read_bytes() if keyfile is not None else secrets.token_bytes(32)
+    return hmac.new(material, _PURPOSE, hashlib.sha256).digest()
+
+
+def admin_token(key: bytes, *, namespace: str, name: str, uid: str) -> str:
+    """The bearer token of one ModelMonitor's sidecars (the uid makes a
+    re-created monitor's token a new one)."""
+    identity = f"{namespace}/{name}/{uid}".encode()
+    return hmac.new(key, identity, hashlib.sha256).hexdigest()

@@ -1,0 +1,391 @@
+"""One ModelMonitor's rollout, each analysis tick: the shell around `rollout`.
+
+After the analysis has built this tick's windows, `RolloutLoop.tick` judges
+them for `spec.rollout.strategy`, asks the state machine what to do, does it
+(router weights, Deployment changes), and returns the status fields, the
+conditions and the Events to write. The state comes from the ModelMonitor as
+just read from the API, so an operator restarted mid-rollout resumes at the
+step it was at; `rollout.decide` guarantees a promotion or a rollback is not
+repeated.
+
+A decision counts once its actions are done: when one fails (an API or a
+sidecar error), the status is left as it was and the same decision is tried
+again at the next tick, so status never claims what did not happen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from driftline_operator import kube
+from driftline_operator.analysis.windows import Windows
+from driftline_operator.api.names import CONFIG_KEY, config_map_name
+from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.api.status import CANDIDATE_FIT, RolloutStatus
+from driftline_operator.rollout import alerting
+from driftline_operator.rollout import workloads as deployments
+from driftline_operator.rollout.compare import (
+    ComparisonVerdict,
+    StableBaseline,
+    compare,
+    judge_alone,
+    judge_shadow,
+)
+from driftline_operator.rollout.machine import (
+    Controls,
+    Decision,
+    RolloutState,
+    decide,
+    decide_guard,
+)
+from driftline_operator.rollout.routers import Router, RouterError, RouteTarget
+from driftline_operator.rollout.routers.factory import router_for
+from driftline_sidecar.contract.snapshot import Snapshot, merge
+
+Event = tuple[str, str, str]  # (type, reason, message), as kopf.event takes them
+
+_ACTING_PHASES = ("Progressing", "Paused", "Failed")  # they override the analysis' phase
+# What a failed action raises: its decision is tried again at the next tick.
+_ACTION_ERRORS = (RouterError, kube.NotFound, ApiException, aiohttp.ClientError, RuntimeError)
+
+
+@dataclass
+class RolloutOutcome:
+    status: dict[str, Any] = field(default_factory=dict)  # merged into .status
+    conditions: list[dict[str, Any]] = field(default_factory=list)  # type/status/reason/message
+    events: list[Event] = field(default_factory=list)
+    clear_control: bool = False  # remove the driftline.io/rollout annotation
+
+
+def _insufficient(reason: str) -> ComparisonVerdict:
+    return ComparisonVerdict("insufficient_data", f"InsufficientData: {reason}")
+
+
+def canary_verdict(
+    spec: ModelMonitorSpec, windows: Windows, baseline: StableBaseline, *, weight: float
+) -> ComparisonVerdict:
+    """The canary window against the stable one of the same period (or, at
+    weight 100 %, stable's last full window: see ``StableBaseline``)."""
+    stable = windows.roles.get("stable")
+    stable_counts, _ = baseline.choose(stable.counts if stable else None, weight=weight)
+    missing = [
+        role
+        for role, counts in (("stable", stable_counts), ("canary", windows.roles.get("canary")))
+        if counts is None
+    ]
+    if missing:
+        return _insufficient(f"no {' or '.join(missing)} pod answered with a full window yet")
+    assert stable_counts is not None
+    return compare(
+        stable_counts,
+        windows.roles["canary"].counts,
+        spec.rollout.comparison,
+        spec.slos,
+    )
+
+
+def numbers(verdict: ComparisonVerdict | None, state: RolloutState) -> dict[str, Any]:
+    """The figures of a decision, for the alert hook."""
+    figures: dict[str, Any] = {"Step": state.step + 1, "Weight": f"{state.weight:g}%"}
+    if state.failures:
+        figures["Failures"] = state.failures
+    if verdict is None:
+        return figures
+    figures["Requests (stable/candidate)"] = (
+        f"{verdict.stable_requests}/{verdict.candidate_requests}"
+    )
+    for check in verdict.checks:
+        if check.candidate is not None:
+            figures[check.name] = f"{check.candidate:.4g} (limit {check.limit})"
+    return figures
+
+
+class RolloutLoop:
+    """What one monitor's rollout keeps between ticks (nothing the status
+    does not also hold, except a decision whose actions have to be retried)."""
+
+    def __init__(
+        self,
+        *,
+        api: ApiClient,
+        namespace: str,
+        name: str,
+        admin_token: str | None,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+    ) -> None:
+        self._api = api
+        self._namespace = namespace
+        self._name = name
+        self._admin_token = admin_token
+        self._logger = logger
+        self._pending: tuple[Decision, ComparisonVerdict | None] | None = None
+        self._baseline = StableBaseline()
+        self._problem: str | None = None  # the last Warning reported, to report it once
+        self._shadow: Snapshot | None = None  # stable windows summed since the operator started
+        self._shadow_verdict: str | None = None
+
+    @property
+    def who(self) -> str:
+        return f"ModelMonitor {self._namespace}/{self._name}"
+
+    async def tick(
+        self,
+        *,
+        spec: ModelMonitorSpec,
+        monitor: Mapping[str, Any],
+        pods: Sequence[Mapping[str, Any]],
+        windows: Windows,
+        now: float | None = None,
+    ) -> RolloutOutcome:
+        now = time.time() if now is None else now
+        strategy = spec.rollout.strategy
+        try:
+            if strategy == "canary":
+                return await self._canary(spec, monitor, windows, now)
+            if strategy == "guard":
+                return await self._guard(spec, monitor, pods, windows, now)
+            if strategy == "shadow":
+                return self._judge_shadow(spec, windows)
+        except (RouterError, kube.NotFound, ValueError) as error:
+            return self._report(str(error))
+        return RolloutOutcome()
+
+    # -- canary ------------------------------------------------------------------
+
+    async def _canary(
+        self, spec: ModelMonitorSpec, monitor: Mapping[str, Any], windows: Windows, now: float
+    ) -> RolloutOutcome:
+        target = RouteTarget.from_spec(
+            spec,
+            namespace=self._namespace,
+            monitor=self._name,
+            config_map=config_map_name(self._name),
+            config_key=CONFIG_KEY,
+            admin_token=self._admin_token,
+        )
+        router = router_for(spec.rollout.router, self._api)
+        state = _state(monitor)
+        verdict = canary_verdict(spec, windows, self._baseline, weight=state.weight)
+        if self._pending is not None:
+            decision, verdict = self._pending
+        else:
+            stable = await deployments.read(self._api, self._namespace, target.stable)
+            canary = await deployments.read(self._api, self._namespace, target.canary)
+            decision = decide(
+                spec.rollout,
+                state,
+                verdict,
+                now=now,
+                controls=self._controls(monitor),
+                canary_revision=deployments.template_hash(canary),
+                stable_revision=deployments.template_hash(stable),
+            )
+        return await self._carry_out(spec, state, decision, verdict, router=router, target=target)
+
+    # -- guard -------------------------------------------------------------------
+
+    async def _guard(
+        self,
+        spec: ModelMonitorSpec,
+        monitor: Mapping[str, Any],
+        pods: Sequence[Mapping[str, Any]],
+        windows: Windows,
+        now: float,
+    ) -> RolloutOutcome:
+        name = await self._guarded(spec, pods)
+        target = RouteTarget(
+            namespace=self._namespace,
+            monitor=self._name,
+            stable=name,
+            canary=name,
+            stable_service=name,
+            canary_service=name,
+        )
+        state = _state(monitor)
+        if self._pending is not None:
+            decision, verdict = self._pending
+        else:
+            deployment = await deployments.read(self._api, self._namespace, name)
+            revision = deployments.template_hash(deployment)
+            history = await deployments.revisions(self._api, self._namespace, name)
+            previous = next((r.hash for r in history if r.hash != revision), None)
+            owners = {r.name for r in history if r.hash == revision}
+            verdict = _revision_verdict(spec, pods, windows, owners)
+            decision = decide_guard(
+                spec.rollout,
+                state,
+                verdict,
+                now=now,
+                revision=revision,
+                previous_revision=previous,
+                controls=self._controls(monitor),
+            )
+        return await self._carry_out(
+            spec, state, decision, verdict, router=None, target=target, deployment=name
+        )
+
+    async def _guarded(self, spec: ModelMonitorSpec, pods: Sequence[Mapping[str, Any]]) -> str:
+        """The guarded Deployment: spec.rollout.stableRef, else the one owning the pods."""
+        if spec.rollout.stable_ref is not None:
+            return spec.rollout.stable_ref.name
+        replica_sets = {_owner(p, "ReplicaSet") for p in pods} - {None}
+        if not replica_sets:
+            raise RouterError(
+                f"{self.who}: spec.rollout.strategy guard finds no Deployment: no selected pod "
+                "belongs to a ReplicaSet yet; set spec.rollout.stableRef to the Deployment"
+            )
+        owners: Counter[str] = Counter()
+        every = await kube.alist_objects(
+            self._api, kube.REPLICASETS, self._namespace, selector=None
+        )
+        for replica_set in every:
+            if replica_set["metadata"].get("name") in replica_sets:
+                deployment = _owner(replica_set, "Deployment")
+                if deployment is not None:
+                    owners[deployment] += 1
+        if len(owners) != 1:
+            found = ", ".join(sorted(owners)) or "none"
+            raise RouterError(
+                f"{self.who}: spec.rollout.strategy guard needs the selected pods to belong to "
+                f"one Deployment (found: {found}); set spec.rollout.stableRef to the one to guard"
+            )
+        return next(iter(owners))
+
+    # -- shadow ------------------------------------------------------------------
+
+    def _judge_shadow(self, spec: ModelMonitorSpec, windows: Windows) -> RolloutOutcome:
+        """Judge the mirrored comparisons counted so far; report a change once."""
+        stable = windows.roles.get("stable")
+        if stable is not None:
+            self._shadow = (
+                stable.counts if self._shadow is None else merge([self._shadow, stable.counts])
+            )
+        if self._shadow is None:
+            verdict = _insufficient("no stable pod answered with a full window yet")
+        else:
+            verdict = judge_shadow(
+                self._shadow.shadow,
+                spec.rollout.comparison,
+                task=spec.model.prediction.task,
+            )
+        condition = {
+            "type": CANDIDATE_FIT,
+            "status": {"ok": "True", "fail": "False"}.get(verdict.verdict, "Unknown"),
+            "reason": verdict.reason.split(":", 1)[0],
+            "message": verdict.reason,
+        }
+        outcome = RolloutOutcome(
+            status={"rollout": {"decision": verdict.reason}}, conditions=[condition]
+        )
+        if verdict.verdict != self._shadow_verdict and verdict.verdict != "insufficient_data":
+            kind = "Normal" if verdict.verdict == "ok" else "Warning"
+            outcome.events.append((kind, condition["reason"], verdict.reason))
+        self._shadow_verdict = verdict.verdict
+        return outcome
+
+    # -- shared ------------------------------------------------------------------
+
+    def _controls(self, monitor: Mapping[str, Any]) -> Controls:
+        annotations = (monitor.get("metadata") or {}).get("annotations") or {}
+        return Controls.from_annotations(annotations, owner=f"{self._namespace}/{self._name}")
+
+    async def _carry_out(
+        self,
+        spec: ModelMonitorSpec,
+        before: RolloutState,
+        decision: Decision,
+        verdict: ComparisonVerdict | None,
+        *,
+        router: Router | None,
+        target: RouteTarget,
+        deployment: str | None = None,
+    ) -> RolloutOutcome:
+        try:
+            await deployments.carry_out(
+                decision.actions, api=self._api, router=router, target=target, deployment=deployment
+            )
+        except _ACTION_ERRORS as error:
+            self._pending = (decision, verdict)
+            what = ", ".join(type(a).__name__ for a in decision.actions)
+            return self._report(f"{self.who}: {what} failed, retrying at the next tick: {error}")
+        self._pending = None
+        self._problem = None
+        state = decision.state
+        outcome = RolloutOutcome(
+            status={"rollout": state.to_status().model_dump(by_alias=True)},
+            clear_control=decision.clear_control,
+        )
+        if state.phase in _ACTING_PHASES:
+            outcome.status["phase"] = state.phase
+        if decision.event is not None:
+            event = decision.event
+            outcome.events.append((event.type, event.reason, event.message))
+            if decision.phase_changed and spec.alerting.webhook is not None:
+                body = alerting.payload(
+                    namespace=self._namespace,
+                    monitor=self._name,
+                    phase=state.phase or "None",
+                    previous_phase=before.phase,
+                    reason=event.reason,
+                    message=event.message,
+                    numbers=numbers(verdict, state),
+                )
+                await alerting.send(
+                    spec.alerting.webhook.url,
+                    body,
+                    namespace=self._namespace,
+                    monitor=self._name,
+                    logger=self._logger,
+                )
+        return outcome
+
+    def _report(self, problem: str) -> RolloutOutcome:
+        """A Warning Event the first time a problem is seen, a log line each time."""
+        self._logger.warning(problem)
+        outcome = RolloutOutcome()
+        if problem != self._problem:
+            outcome.events.append(("Warning", "RolloutError", problem))
+        self._problem = problem
+        return outcome
+
+
+def _state(monitor: Mapping[str, Any]) -> RolloutState:
+    raw = (monitor.get("status") or {}).get("rollout")
+    return RolloutState.from_status(RolloutStatus.model_validate(raw) if raw else None)
+
+
+def _owner(obj: Mapping[str, Any], kind: str) -> str | None:
+    for owner in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("kind") == kind and owner.get("controller", True):
+            return str(owner.get("name"))
+    return None
+
+
+def _revision_verdict(
+    spec: ModelMonitorSpec,
+    pods: Sequence[Mapping[str, Any]],
+    windows: Windows,
+    replica_sets: set[str],
+) -> ComparisonVerdict:
+    """guard: the pods of the Deployment's current revision, judged on their own."""
+    names = {
+        p["metadata"]["name"]
+        for p in pods
+        if _owner(p, "ReplicaSet") in replica_sets and p["metadata"]["name"] in windows.pods
+    }
+    if not names:
+        return _insufficient("no pod of the current revision answered with a full window yet")
+    try:
+        window = merge([windows.pods[n] for n in sorted(names)])
+    except ValueError as error:  # the pods count in different bins
+        return _insufficient(f"the current revision's pods do not add up: {error}")
+    return judge_alone(window, spec.slos)

@@ -1,0 +1,121 @@
+"""Rendering a ModelMonitor into the sidecar's config and its ConfigMap."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.controller import manifests as render
+from driftline_sidecar.contract.config import SidecarConfig, load_config
+
+SPEC = ModelMonitorSpec.model_validate(
+    {
+        "selector": {"matchLabels": {"app": "fraud"}},
+        "model": {
+            "name": "fraud",
+            "protocol": "json",
+            "features": [
+                {"name": "amount", "path": "tx.amount"},
+                {"name": "country", "type": "categorical", "pii": "hash"},
+            ],
+            "prediction": {"path": "label", "score": "probability", "task": "classification"},
+        },
+        "reference": {"configMapRef": {"name": "fraud-ref", "key": "fraud.json"}},
+        "sidecar": {
+            "adminPort": 9191,
+            "traceSampleRatio": 0.25,
+            "predictionLogSampleRatio": 0.05,
+        },
+    }
+)
+OWNER = {
+    "apiVersion": "driftline.io/v1alpha1",
+    "kind": "ModelMonitor",
+    "metadata": {"name": "fraud", "namespace": "ml", "uid": "0b6e1c1e-5c5c-4c1e-9f7a-1d2e3f4a5b6c"},
+}
+
+
+def test_the_config_carries_the_model_and_sidecar_settings():
+    config = render.sidecar_config(SPEC, profile_path="/etc/driftline/reference/fraud.json")
+    assert config.model.name == "fraud"
+    assert config.model.protocol == "json"
+    assert config.model.version == "unknown"  # the pod's label comes through the env
+    assert config.model.role == "stable"
+    assert [(f.name, f.location, f.type, f.pii) for f in config.model.features] == [
+        ("amount", "tx.amount", "numeric", "none"),
+        ("country", "country", "categorical", "hash"),
+    ]
+    assert (config.model.prediction.path, config.model.prediction.score) == (
+        "label",
+        "probability",
+    )
+    assert config.admin == "0.0.0.0:9191"
+    assert config.tracing.sample_ratio == 0.25
+    assert config.prediction_log.sample_ratio == 0.05
+    assert config.prediction_log.path == "/var/log/driftline/predictions.jsonl"
+    assert config.profile_path == "/etc/driftline/reference/fraud.json"
+    assert config.routing == SidecarConfig.model_fields["routing"].default_factory()
+
+
+def test_a_version_in_the_spec_goes_into_the_config():
+    spec = SPEC.model_copy(update={"model": SPEC.model.model_copy(update={"version": "v7"})})
+    assert render.sidecar_config(spec, profile_path=None).model.version == "v7"
+
+
+def test_the_profile_path_follows_the_reference_key():
+    assert render.reference_profile_path(SPEC) == "/etc/driftline/reference/fraud.json"
+    bare = SPEC.model_copy(update={"reference": None})
+    assert render.reference_profile_path(bare) is None
+
+
+def test_config_map_is_a_valid_owned_configmap():
+    cm = render.config_map("fraud", "ml", SPEC, owner=OWNER)
+    kubernetes_validate.validate(cm, "1.30", strict=True)
+    assert cm["metadata"]["name"] == "driftline-fraud-sidecar"
+    assert cm["metadata"]["namespace"] == "ml"
+    assert cm["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "driftline",
+        "driftline.io/monitor": "fraud",
+    }
+    [ref] = cm["metadata"]["ownerReferences"]
+    assert ref == {
+        "apiVersion": "driftline.io/v1alpha1",
+        "kind": "ModelMonitor",
+        "name": "fraud",
+        "uid": OWNER["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert list(cm["data"]) == ["sidecar.yaml"]
+
+
+def test_the_sidecar_loads_the_rendered_document(tmp_path: Path):
+    cm = render.config_map("fraud", "ml", SPEC, owner=OWNER)
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(cm["data"]["sidecar.yaml"])
+    loaded = load_config(path)  # the sidecar's own loader
+    expected = render.sidecar_config(SPEC, profile_path=render.reference_profile_path(SPEC))
+    assert loaded == expected
+    assert yaml.safe_load(path.read_text())["model"]["name"] == "fraud"
+
+
+def test_an_owner_without_uid_is_refused():
+    with pytest.raises(ValueError, match=r"metadata\.uid"):
+        render.config_map("fraud", "ml", SPEC, owner={"metadata": {"name": "fraud"}})
+
+
+def test_long_monitor_names_still_give_valid_names():
+    name = "m" * 200 + "-" + "x" * 52  # 253 characters, a valid ModelMonitor name
+    cm = render.config_map(name, "ml", SPEC, owner=OWNER | {"metadata": {"name": name, "uid": "u"}})
+    kubernetes_validate.validate(cm, "1.30", strict=True)
+    assert len(cm["metadata"]["name"]) <= 253
+    label = cm["metadata"]["labels"]["driftline.io/monitor"]
+    assert len(label) <= 63
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", label)
+    other = render.config_map(name[:-1] + "y", "ml", SPEC, owner=OWNER)
+    assert other["metadata"]["name"] != cm["metadata"]["name"]  # the hash tells them apart

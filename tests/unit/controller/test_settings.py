@@ -1,0 +1,127 @@
+"""Operator settings from DRIFTLINE_* variables, and the webhook's self-signed certificate."""
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from driftline_operator.controller.settings import (
+    DEFAULT_SIDECAR_IMAGE,
+    OperatorConfig,
+    SettingsError,
+)
+from driftline_operator.controller.tls import write_self_signed
+
+
+def test_defaults_when_nothing_is_set():
+    config = OperatorConfig.from_env({})
+    assert config.sidecar_image == DEFAULT_SIDECAR_IMAGE
+    assert (config.webhook_port, config.webhook_host, config.metrics_port) == (
+        9443,
+        "0.0.0.0",
+        9100,
+    )
+    assert config.namespace is None and config.otlp_endpoint is None
+    assert config.webhook_cert_dir is None and config.certfile is None
+
+
+def test_every_variable_is_read(tmp_path: Path):
+    write_self_signed(tmp_path)
+    config = OperatorConfig.from_env(
+        {
+            "DRIFTLINE_SIDECAR_IMAGE": "registry.local/sidecar:dev",
+            "DRIFTLINE_NAMESPACE": "driftline-system",
+            "DRIFTLINE_WEBHOOK_PORT": "8443",
+            "DRIFTLINE_WEBHOOK_HOST": "127.0.0.1",
+            "DRIFTLINE_WEBHOOK_CERT_DIR": str(tmp_path),
+            "DRIFTLINE_METRICS_PORT": "9200",
+            "DRIFTLINE_OTLP_ENDPOINT": "http://collector:4318",
+        }
+    )
+    assert config.sidecar_image == "registry.local/sidecar:dev"
+    assert config.namespace == "driftline-system"
+    assert (config.webhook_port, config.webhook_host, config.metrics_port) == (
+        8443,
+        "127.0.0.1",
+        9200,
+    )
+    assert config.certfile == tmp_path / "tls.crt" and config.keyfile == tmp_path / "tls.key"
+    assert config.otlp_endpoint == "http://collector:4318"
+
+
+def test_empty_variables_count_as_unset():
+    assert OperatorConfig.from_env({"DRIFTLINE_NAMESPACE": "", "DRIFTLINE_WEBHOOK_PORT": " "}) == (
+        OperatorConfig()
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DRIFTLINE_WEBHOOK_PORT", "https", "DRIFTLINE_WEBHOOK_PORT='https'"),
+        ("DRIFTLINE_METRICS_PORT", "70000", "DRIFTLINE_METRICS_PORT='70000'"),
+    ],
+)
+def test_a_bad_value_names_its_variable(variable: str, value: str, expected: str):
+    with pytest.raises(SettingsError, match=expected):
+        OperatorConfig.from_env({variable: value})
+
+
+def test_a_cert_dir_without_the_files_says_what_to_mount(tmp_path: Path):
+    with pytest.raises(SettingsError, match=r"missing .*tls\.crt.*tls\.key"):
+        OperatorConfig.from_env({"DRIFTLINE_WEBHOOK_CERT_DIR": str(tmp_path)})
+
+
+def test_self_signed_certificate_names_its_hosts(tmp_path: Path):
+    certfile, keyfile = write_self_signed(tmp_path, hostnames=("webhook.local", "127.0.0.1"))
+    cert = x509.load_pem_x509_certificate(certfile.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["webhook.local"]
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert keyfile.stat().st_mode & 0o077 == 0
+
+
+def test_a_client_verifies_the_server_with_the_certificate_alone(tmp_path: Path):
+    certfile, keyfile = write_self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(certfile, keyfile)
+    client_context = ssl.create_default_context(cafile=str(certfile))
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with server_context.wrap_socket(connection, server_side=True) as tls:
+                tls.sendall(b"ok")
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
+                client_context.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                assert tls.recv(2) == b"ok"
+        finally:
+            thread.join(timeout=30)
+
+
+def test_the_operator_refuses_bad_settings_with_the_variable_named():
+    result = subprocess.run(
+        [sys.executable, "-m", "driftline_operator.controller.main"],
+        env={**os.environ, "DRIFTLINE_WEBHOOK_PORT": "https"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "DRIFTLINE_WEBHOOK_PORT='https'" in result.stderr
+    assert "Traceback" not in result.stderr
