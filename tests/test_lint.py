@@ -1,5 +1,6 @@
 """The layering in DESIGN.md and the code style, as tests that fail."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,4 +20,10 @@ def test_import_contracts_hold():
 
 def test_ruff_finds_nothing():
     result = run(str(BIN / "ruff"), "check", "--no-cache", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_finds_nothing():
+    # pyproject.toml's [tool.mypy] names the packages and turns strict mode on.
+    result = run(str(BIN / "mypy"), "--config-file", "pyproject.toml", "--cache-dir", os.devnull)
     assert result.returncode == 0, result.stdout + result.stderr

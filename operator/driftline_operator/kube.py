@@ -23,7 +23,7 @@ import asyncio
 import json
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import kubernetes
 from kubernetes.client import ApiClient
@@ -43,6 +43,10 @@ CONFLICT_RETRIES = 5
 
 class NotFound(LookupError):
     """The object does not exist (404); the message names it."""
+
+
+class Conflict(Exception):
+    """A write kept losing to others (409 each time it was read again and retried)."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +105,12 @@ def _call(api: ApiClient, method: str, path: str, body: Any = None, query: Query
         auth_settings=["BearerToken"],
     )
     response = api.call_api(*request)
-    response.read()
+    data: bytes = response.read()  # the body; RESTResponse declares .data as None until then
     if not 200 <= response.status <= 299:
         raise ApiException.from_response(
-            http_resp=response, body=response.data.decode("utf-8", "replace"), data=None
+            http_resp=response, body=data.decode("utf-8", "replace"), data=None
         )
-    return json.loads(response.data)  # type: ignore[no-any-return]
+    return cast(Obj, json.loads(data))
 
 
 def read(api: ApiClient, resource: Resource, namespace: str, name: str) -> Obj | None:
@@ -186,7 +190,7 @@ def update(
             if error.status != 409:
                 raise
         current = None
-    raise RuntimeError(
+    raise Conflict(
         f"{resource.kind} {namespace}/{name}: {CONFLICT_RETRIES} conflicting writes in a row"
     )
 

@@ -71,9 +71,7 @@ def create_admin_app(state: AdminState) -> FastAPI:
 
     @app.get("/v1/snapshot")
     def snapshot() -> Response:
-        taken = take_snapshot(
-            state.metrics, layout=state.layout, process=state.process, config=state.config
-        )
+        taken = take_snapshot(state.metrics, process=state.process)
         return Response(taken.model_dump_json(), media_type="application/json")
 
     @app.get("/v1/config")

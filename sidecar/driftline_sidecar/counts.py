@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from prometheus_client.utils import floatToGoString
-
 from driftline_sidecar.contract.config import FeatureConfig, SidecarConfig
 from driftline_sidecar.contract.profile import (
     BinnedBatch,
@@ -28,22 +26,12 @@ from driftline_sidecar.contract.profile import (
     bin_categorical,
     bin_numeric,
 )
-from driftline_sidecar.contract.snapshot import (
-    LATENCY_BUCKETS,
-    BinCounts,
-    CaptureCounts,
-    Histogram,
-    ProcessInfo,
-    Snapshot,
-)
-from driftline_sidecar.metrics import PREFIX, SidecarMetrics
-from driftline_sidecar.routing_metrics import shadow_counts
+from driftline_sidecar.contract.reader import snapshot_from_samples
+from driftline_sidecar.contract.snapshot import ProcessInfo, Snapshot
+from driftline_sidecar.metrics import SidecarMetrics
 
 # Scores of a classifier binned in deciles while no profile says otherwise.
 DEFAULT_SCORE_EDGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-_BASE_LABELS = frozenset({"model", "version", "role"})
-# Bucket bounds as prometheus_client writes them in the `le` label.
-_LES = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
 
 
 @dataclass(frozen=True)
@@ -146,78 +134,7 @@ def new_process_info() -> ProcessInfo:
     return ProcessInfo(id=uuid.uuid4().hex, pid=os.getpid(), start_time=time.time())
 
 
-def take_snapshot(
-    metrics: SidecarMetrics, *, layout: Layout, process: ProcessInfo, config: SidecarConfig
-) -> Snapshot:
+def take_snapshot(metrics: SidecarMetrics, *, process: ProcessInfo) -> Snapshot:
     """The cumulative counts, read from the registry that ``/metrics`` renders."""
-    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    families = list(metrics.registry.collect())
-    for family in families:
-        if not family.name.startswith(PREFIX):
-            continue
-        for sample in family.samples:
-            labels = tuple(
-                sorted((k, v) for k, v in sample.labels.items() if k not in _BASE_LABELS)
-            )
-            values[(sample.name, labels)] = sample.value
-
-    def get(name: str, **labels: str) -> int:
-        return int(values.get((PREFIX + name, tuple(sorted(labels.items()))), 0))
-
-    def by_label(name: str, label: str) -> dict[str, int]:
-        return {
-            dict(key)[label]: int(value)
-            for (sample, key), value in values.items()
-            if sample == PREFIX + name and value
-        }
-
-    def histogram(name: str) -> Histogram:
-        cumulative = [values.get((PREFIX + name + "_bucket", (("le", le),)), 0.0) for le in _LES]
-        counts = [int(b - a) for a, b in zip([0.0, *cumulative], cumulative, strict=False)]
-        return Histogram(counts=counts, sum=values.get((PREFIX + name + "_sum", ()), 0.0))
-
-    def binned(binning: Binning, feature: str | None) -> BinCounts:
-        if feature is None:
-            counts = [get("prediction_bin_total", bin=str(i)) for i in range(binning.n_bins)]
-            return BinCounts(
-                counts=counts,
-                missing=get("prediction_missing_total"),
-                out_of_range=get("prediction_out_of_range_total"),
-            )
-        return BinCounts(
-            counts=[
-                get("feature_bin_total", feature=feature, bin=str(i)) for i in range(binning.n_bins)
-            ],
-            missing=get("feature_missing_total", feature=feature),
-            out_of_range=get("feature_out_of_range_total", feature=feature),
-        )
-
-    model = config.model
-    return Snapshot(
-        process=process,
-        taken_at=time.time(),
-        model=model.name,
-        version=model.version,
-        role=model.role,
-        profile_sha256=layout.profile_sha256,
-        requests=by_label("requests_total", "code"),
-        latency=histogram("request_duration_seconds"),
-        upstream_latency=histogram("upstream_duration_seconds"),
-        request_bytes=get("request_bytes_total"),
-        response_bytes=get("response_bytes_total"),
-        capture=CaptureCounts(
-            records=get("capture_records_total"),
-            bodies_parsed=get("capture_bodies_parsed_total"),
-            unparsed=get("capture_skipped_total", reason="unparsed"),
-            too_large=get("capture_skipped_total", reason="too_large"),
-            dropped=get("capture_dropped_total", queue="capture"),
-            log_dropped=get("capture_dropped_total", queue="log"),
-            unknown_fields=get("schema_violations_total", kind="unknown_field"),
-            wrong_type=get("schema_violations_total", kind="wrong_type"),
-            missing_fields=get("schema_violations_total", kind="missing_field"),
-        ),
-        features={b.name: binned(b, b.name) for b in layout.binnings},
-        prediction=binned(layout.prediction, None),
-        classes=by_label("prediction_class_total", "class"),
-        shadow=shadow_counts(families),
-    )
+    samples = (sample for family in metrics.registry.collect() for sample in family.samples)
+    return snapshot_from_samples(samples, process=process, taken_at=time.time())

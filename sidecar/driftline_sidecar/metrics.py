@@ -1,17 +1,19 @@
-"""Every Prometheus metric the sidecar exports, defined once.
+"""Every Prometheus metric the sidecar exports, defined once (their names and
+label values come from ``driftline_sidecar.contract.metric_names``, which the
+snapshot reader shares).
 
 The canary split's and shadow mirror's metrics are defined in
 ``driftline_sidecar.routing_metrics`` and bound here (``SidecarMetrics.routing``).
 
 The metrics are also the sidecar's only store of counts: ``/v1/snapshot`` is
-read back from this registry (``driftline_sidecar.counts``), so the two views
-can never disagree.
+read back from this registry (``driftline_sidecar.contract.reader``), so the
+two views can never disagree.
 
 Labels ``model``, ``version`` and ``role`` are bound once, and every child the
 hot path touches is looked up once and cached (``.labels()`` costs ~2 µs, an
 ``inc()`` ~0.5 µs). All other label values are bounded: status codes, the
 configured features and their bin indexes (``bin="0"`` is the lowest bin, in
-the layout of ``driftline_sidecar.profile``), and at most ``MAX_CLASSES``
+the layout of ``driftline_sidecar.counts``), and at most ``MAX_CLASSES``
 predicted classes before the rest count as ``__other__``.
 """
 
@@ -23,18 +25,15 @@ from typing import Any
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from driftline_sidecar.contract import metric_names as names
 from driftline_sidecar.contract.snapshot import LATENCY_BUCKETS
 from driftline_sidecar.routing_metrics import RoutingMetrics
 
-PREFIX = "driftline_"
 MAX_CLASSES = 50
 OTHER_CLASS = "__other__"
 # Classification scores are probabilities: 20 buckets of 0.05.
 SCORE_BUCKETS: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(1, 21))
-SKIP_REASONS = ("unparsed", "too_large")
-DROP_QUEUES = ("capture", "log")
-SCHEMA_KINDS = ("unknown_field", "wrong_type", "missing_field")
-_BASE = ("model", "version", "role")
+_BASE = names.BASE_LABELS
 
 
 class SidecarMetrics:
@@ -65,26 +64,26 @@ class SidecarMetrics:
         r = self.registry
 
         def counter(name: str, doc: str, *labels: str) -> Counter:
-            return Counter(PREFIX + name, doc, [*_BASE, *labels], registry=r)
+            return Counter(name, doc, [*_BASE, *labels], registry=r)
 
         # Which reference profile the bins come from, for a Prometheus-only
         # operator that must not compare counts binned against another one.
         info = Gauge(
-            PREFIX + "sidecar_info",
+            names.SIDECAR_INFO,
             "The sidecar's identity (always 1).",
-            [*_BASE, "profile_sha256"],
+            [*_BASE, names.PROFILE_SHA256],
             registry=r,
         )
         info.labels(*self._base, profile_sha256).set(1)
         self.routing = RoutingMetrics(registry=r, base=self._base)
 
         self._requests = counter(
-            "requests_total", "Requests answered, by HTTP status code.", "code"
+            names.REQUESTS, "Requests answered, by HTTP status code.", names.CODE
         )
         self._code_children: dict[int, Counter] = {}
         self.request_duration = self._bind(
             Histogram(
-                PREFIX + "request_duration_seconds",
+                names.REQUEST_DURATION,
                 "Time from request received to response sent, as the client sees it.",
                 _BASE,
                 buckets=LATENCY_BUCKETS,
@@ -93,7 +92,7 @@ class SidecarMetrics:
         )
         self.upstream_duration = self._bind(
             Histogram(
-                PREFIX + "upstream_duration_seconds",
+                names.UPSTREAM_DURATION,
                 "Time the model took to answer (until response headers).",
                 _BASE,
                 buckets=LATENCY_BUCKETS,
@@ -101,37 +100,35 @@ class SidecarMetrics:
             )
         )
         self.in_flight = self._bind(
-            Gauge(PREFIX + "requests_in_flight", "Requests being proxied now.", _BASE, registry=r)
+            Gauge(names.REQUESTS_IN_FLIGHT, "Requests being proxied now.", _BASE, registry=r)
         )
         self.request_bytes = self._bind(
-            counter("request_bytes_total", "Request body bytes received from clients.")
+            counter(names.REQUEST_BYTES, "Request body bytes received from clients.")
         )
         self.response_bytes = self._bind(
-            counter("response_bytes_total", "Response body bytes sent to clients.")
+            counter(names.RESPONSE_BYTES, "Response body bytes sent to clients.")
         )
         self.records = self._bind(
-            counter(
-                "capture_records_total", "Rows extracted (a batched request gives one per row)."
-            )
+            counter(names.CAPTURE_RECORDS, "Rows extracted (a batched request gives one per row).")
         )
         self.bodies_parsed = self._bind(
-            counter("capture_bodies_parsed_total", "Request/response pairs parsed successfully.")
+            counter(names.CAPTURE_BODIES_PARSED, "Request/response pairs parsed successfully.")
         )
         skipped = counter(
-            "capture_skipped_total", "Exchanges forwarded but not captured.", "reason"
+            names.CAPTURE_SKIPPED, "Exchanges forwarded but not captured.", names.REASON
         )
-        self.skipped = {reason: self._bind(skipped, reason) for reason in SKIP_REASONS}
-        dropped = counter("capture_dropped_total", "Samples dropped: a queue was full.", "queue")
-        self.dropped = {queue: self._bind(dropped, queue) for queue in DROP_QUEUES}
-        schema = counter("schema_violations_total", "Fields not in the expected schema.", "kind")
-        self.schema = {kind: self._bind(schema, kind) for kind in SCHEMA_KINDS}
+        self.skipped: dict[str, Any] = {r: self._bind(skipped, r) for r in names.SkipReason}
+        dropped = counter(names.CAPTURE_DROPPED, "Samples dropped: a queue was full.", names.QUEUE)
+        self.dropped: dict[str, Any] = {q: self._bind(dropped, q) for q in names.DropQueue}
+        schema = counter(names.SCHEMA_VIOLATIONS, "Fields not in the expected schema.", names.KIND)
+        self.schema: dict[str, Any] = {k: self._bind(schema, k) for k in names.SchemaViolation}
 
         feature_bin = counter(
-            "feature_bin_total", "Feature values per reference bin.", "feature", "bin"
+            names.FEATURE_BIN, "Feature values per reference bin.", names.FEATURE, names.BIN
         )
-        missing = counter("feature_missing_total", "Feature values missing or null.", "feature")
+        missing = counter(names.FEATURE_MISSING, "Feature values missing or null.", names.FEATURE)
         out_of_range = counter(
-            "feature_out_of_range_total", "Numeric values outside the reference range.", "feature"
+            names.FEATURE_OUT_OF_RANGE, "Numeric values outside the reference range.", names.FEATURE
         )
         self.feature_bins = {
             name: [self._bind(feature_bin, name, str(i)) for i in range(n_bins)]
@@ -140,21 +137,21 @@ class SidecarMetrics:
         self.feature_missing = {name: self._bind(missing, name) for name in features}
         self.feature_out_of_range = {name: self._bind(out_of_range, name) for name in features}
 
-        self._classes = counter("prediction_class_total", "Predicted class labels.", "class")
+        self._classes = counter(names.PREDICTION_CLASS, "Predicted class labels.", names.CLASS)
         self._class_children: dict[str, Counter] = {}
         prediction_bin = counter(
-            "prediction_bin_total", "Prediction scores per reference bin.", "bin"
+            names.PREDICTION_BIN, "Prediction scores per reference bin.", names.BIN
         )
         self.prediction_bins = [self._bind(prediction_bin, str(i)) for i in range(prediction_bins)]
         self.prediction_missing = self._bind(
-            counter("prediction_missing_total", "Rows without a score to bin.")
+            counter(names.PREDICTION_MISSING, "Rows without a score to bin.")
         )
         self.prediction_out_of_range = self._bind(
-            counter("prediction_out_of_range_total", "Scores outside the reference range.")
+            counter(names.PREDICTION_OUT_OF_RANGE, "Scores outside the reference range.")
         )
         self.score = self._bind(
             Histogram(
-                PREFIX + "prediction_score",
+                names.PREDICTION_SCORE,
                 "Prediction scores (probability, or the value of a regression).",
                 _BASE,
                 buckets=tuple(score_buckets),

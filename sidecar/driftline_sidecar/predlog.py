@@ -189,7 +189,7 @@ class PredictionLog:
                 continue
             # ASCII-only JSON (the default) keeps the handler's size check exact.
             entry = logging.makeLogRecord({"msg": line})
-            with file.lock:  # type: ignore[union-attr]
+            with file.lock:  # type: ignore[union-attr]  # typeshed: Lock | None; set in __init__
                 if self._abandoned:
                     return
                 file.handle(entry)

@@ -110,6 +110,7 @@ class _ClientConnection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # typeshed types it BaseTransport; a stream Protocol is always given a Transport.
         self._transport = transport  # type: ignore[assignment]
         self._client = transport.get_extra_info("peername")
         self._server.connections.add(self)

@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, StatusCode, set_span_in_context
+from opentelemetry.util.types import AttributeValue
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,10 @@ class Tracing:
             "driftline.model.version": version,
             "driftline.model.role": role,
         }
-        self._upstream = {"server.address": upstream_host, "server.port": upstream_port}
+        self._upstream: dict[str, AttributeValue] = {
+            "server.address": upstream_host,
+            "server.port": upstream_port,
+        }
 
     @classmethod
     def from_env(

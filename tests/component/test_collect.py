@@ -228,7 +228,7 @@ async def test_monitor_runner_reports_a_real_window_in_status_and_metrics(
     try:
         first = await runner.run(spec=spec, pods=targets, profile=None)
         assert first.status["pods"]["unreachable"] == ["c"]
-        assert ("Warning", "SidecarUnreachable") in [(t, r) for t, r, _ in first.events]
+        assert ("Warning", "SidecarUnreachable") in [(e.type, e.reason) for e in first.events]
         send(a, rows(40))
         send(b, rows(30))
         captured(a, 40)

@@ -15,7 +15,7 @@ from tests.component.conftest import running_model
 
 
 def test_demo_serve_runs_and_prints_where_to_look() -> None:
-    code = "import sys; from driftline_operator.demo import main; "
+    code = "import sys; from driftline_operator.cli.demo import main; "
     code += "sys.exit(main(['--serve', '--no-wait', '--requests', '5', '--port', '0', "
     code += "'--admin-port', '0', '--model-port', '0']))"
     result = subprocess.run(

@@ -13,8 +13,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from driftline_sidecar.contract.config import SidecarConfig
+from driftline_sidecar.contract.reader import shadow_counts_from_samples
 from driftline_sidecar.contract.snapshot import ShadowCounts
-from driftline_sidecar.routing_metrics import RoutingMetrics, shadow_counts
+from driftline_sidecar.routing_metrics import RoutingMetrics
 from driftline_sidecar.shadow import ShadowMirror
 from tests.component.conftest import free_port
 
@@ -22,6 +23,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST = json.dumps({"f0": 1.0}).encode()
 OK = json.dumps({"prediction": "ok", "probability": 0.2}).encode()
 FRAUD = json.dumps({"prediction": "fraud", "probability": 0.9}).encode()
+
+
+def shadow_counts(registry: CollectorRegistry) -> ShadowCounts:
+    return shadow_counts_from_samples(s for family in registry.collect() for s in family.samples)
 
 
 @asynccontextmanager
@@ -90,7 +95,7 @@ async def test_the_same_request_reaches_the_shadow_and_answers_are_compared() ->
         offer(shadow)
         offer(shadow, response=FRAUD)  # stable said fraud, the shadow says ok
         await settle(shadow)
-        counts = shadow_counts(registry.collect())
+        counts = shadow_counts(registry)
     assert seen == [("POST", "/predict", "x=1", REQUEST, "r1")] * 2
     assert (counts.mirrored, counts.compared, counts.agreed) == (2, 2, 1)
     assert (counts.stable_errors, counts.shadow_errors, counts.dropped) == (0, 0, 0)
@@ -114,12 +119,12 @@ async def test_over_the_concurrency_bound_requests_are_dropped_not_queued() -> N
         for _ in range(5):
             offer(shadow)  # returns at once: nothing waits for the shadow
         assert shadow.in_flight == 2
-        assert shadow_counts(registry.collect()).dropped == 5
+        assert shadow_counts(registry).dropped == 5
         release.set()
         await settle(shadow)
         offer(shadow)  # a slot is free again
         await settle(shadow)
-        counts = shadow_counts(registry.collect())
+        counts = shadow_counts(registry)
     assert (counts.mirrored, counts.dropped, counts.compared, counts.agreed) == (3, 5, 3, 3)
     assert shadow.in_flight == 0
 
@@ -139,16 +144,16 @@ async def test_a_shadow_that_is_down_fails_or_is_slow_counts_as_shadow_errors() 
     async with mirror(down) as (shadow, registry):
         offer(shadow)
         await settle(shadow)
-        assert shadow_counts(registry.collect()).shadow_errors == 1
+        assert shadow_counts(registry).shadow_errors == 1
     async with serving(failing) as url, mirror(url) as (shadow, registry):
         offer(shadow)
         await settle(shadow)
-        counts = shadow_counts(registry.collect())
+        counts = shadow_counts(registry)
         assert (counts.shadow_errors, counts.compared, counts.shadow_latency.count) == (1, 0, 1)
     async with serving(slow) as url, mirror(url, shadow_timeout_seconds=0.2) as (shadow, registry):
         offer(shadow)
         await settle(shadow)
-        counts = shadow_counts(registry.collect())
+        counts = shadow_counts(registry)
         assert (counts.mirrored, counts.shadow_errors, counts.compared) == (1, 1, 0)
         never.set()
 
@@ -161,7 +166,7 @@ async def test_stable_errors_are_mirrored_and_counted() -> None:
     async with serving(handler) as url, mirror(url) as (shadow, registry):
         offer(shadow, status=502, response=None)
         await settle(shadow)
-        counts = shadow_counts(registry.collect())
+        counts = shadow_counts(registry)
     assert counts == ShadowCounts(
         mirrored=1,
         stable_errors=1,
@@ -184,7 +189,7 @@ async def test_shadow_percent_samples_and_zero_mirrors_nothing() -> None:
         for _ in range(50):
             offer(shadow)
         await settle(shadow)
-        assert hits == 0 and shadow_counts(registry.collect()).mirrored == 0
+        assert hits == 0 and shadow_counts(registry).mirrored == 0
         config = SidecarConfig.model_validate(
             {
                 "model": {"name": "fraud"},
@@ -198,4 +203,4 @@ async def test_shadow_percent_samples_and_zero_mirrors_nothing() -> None:
         await settle(shadow)
     # 50 % of 400: 200 +- 5 sigma (10), so a correct sampler never fails this.
     assert 150 <= hits <= 250
-    assert shadow_counts(registry.collect()).mirrored == hits
+    assert shadow_counts(registry).mirrored == hits

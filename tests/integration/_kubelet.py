@@ -90,7 +90,7 @@ class FakeKubelet:
         self._admin_port = admin_port
         self._model = model
         self._addresses = (f"127.0.{n // 250}.{n % 250 + 2}" for n in itertools.count(1))
-        self._servers: dict[str, http.server.ThreadingHTTPServer] = {}
+        self._servers: dict[str, Any] = {}  # pod name: what serves it (`serve`)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.errors: list[str] = []
@@ -126,7 +126,9 @@ class FakeKubelet:
             elif name not in self._servers:
                 self._start(pod)
 
-    def _start(self, pod: Any) -> None:
+    def serve(self, pod: Any, ip: str) -> Any:
+        """What answers at the pod's address (`ip`, the admin port): anything
+        with `shutdown()` and `server_close()`. A subclass may run a real sidecar."""
         labels = pod.metadata.labels or {}
         image = pod.spec.containers[0].image
         sidecar = _PodSidecar(
@@ -135,8 +137,11 @@ class FakeKubelet:
             version=image.rsplit(":", 1)[-1],
             bad="bad" in image,
         )
+        return _serve(ip, self._admin_port, sidecar)
+
+    def _start(self, pod: Any) -> None:
         ip = next(self._addresses)
-        self._servers[pod.metadata.name] = _serve(ip, self._admin_port, sidecar)
+        self._servers[pod.metadata.name] = self.serve(pod, ip)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         conditions = [
             {"type": t, "status": "True", "lastTransitionTime": now}

@@ -380,7 +380,7 @@ def test_driftline_operator_accepts_the_args(name: str, tmp_path: Path) -> None:
 def test_webhook_path_is_where_kopf_serves_the_injection_handler(tmp_path: Path) -> None:
     # In a child process: importing the handlers registers them with kopf.
     served = subprocess.run(
-        [sys.executable, "-c", "from driftline_operator.handlers import WEBHOOK_PATH; print(WEBHOOK_PATH)"],
+        [sys.executable, "-c", "from driftline_operator.controller.handlers import WEBHOOK_PATH; print(WEBHOOK_PATH)"],
         capture_output=True, text=True, check=True, timeout=120,
     ).stdout.strip()  # fmt: skip
     (hook,) = only(render({}, tmp_path), "MutatingWebhookConfiguration")["webhooks"]

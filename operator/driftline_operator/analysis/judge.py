@@ -28,8 +28,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal
 
 from driftline_operator.analysis.signals import (
     error_count,
@@ -39,15 +38,21 @@ from driftline_operator.analysis.signals import (
 )
 from driftline_operator.analysis.slo import FAST_BURN, MIN_REQUESTS, judge_slo
 from driftline_operator.analysis.windows import Window
+from driftline_operator.api.events import Event
 from driftline_operator.api.spec import Drift, ModelMonitorSpec
 from driftline_operator.api.status import (
+    DRIFT_DETECTED,
+    SLOS_MET,
     Condition,
+    ConditionStatus,
     DriftStatus,
     FeatureDriftStatus,
     ModelMonitorStatus,
     PodCounts,
     SloStatus,
+    condition,
 )
+from driftline_operator.api.values import rfc3339
 from driftline_operator.stats.distances import jensen_shannon
 from driftline_operator.stats.policy import P_VALUE_METHODS, DriftPolicy
 from driftline_operator.stats.verdict import DatasetDrift, FeatureDrift, judge_dataset
@@ -59,7 +64,6 @@ __all__ = [
     "MIN_REQUESTS",
     "Analysis",
     "DriftWindow",
-    "Event",
     "Memory",
     "analyze",
     "error_count",
@@ -71,8 +75,6 @@ __all__ = [
 
 JUDGED_ROLE = "stable"
 TOP_FEATURES = 5
-SLOS_MET = "SLOsMet"
-DRIFT_DETECTED = "DriftDetected"
 
 
 # -- the drift window ----------------------------------------------------------
@@ -182,7 +184,9 @@ def drift_status(result: DatasetDrift | None, *, has_profile: bool) -> DriftStat
         return DriftStatus(status="insufficient_data")
     judged = [v for v in result.features if v.status != "insufficient_data"]
     top = sorted(judged, key=severity, reverse=True)[:TOP_FEATURES]
-    status = "insufficient_data" if not judged else "drift" if result.drift else "ok"
+    status: Literal["ok", "drift", "insufficient_data"] = (
+        "insufficient_data" if not judged else "drift" if result.drift else "ok"
+    )
     return DriftStatus(
         status=status,
         drifted_share=round(result.drifted_share, 4) if judged else None,
@@ -193,12 +197,6 @@ def drift_status(result: DatasetDrift | None, *, has_profile: bool) -> DriftStat
 
 
 # -- one analysis --------------------------------------------------------------
-
-
-class Event(NamedTuple):
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -241,10 +239,6 @@ class Analysis:
     events: list[Event]
     drift: DatasetDrift | None
     memory: Memory
-
-
-def _rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _changed(before: str | None, after: str, bad: str) -> bool | None:
@@ -310,8 +304,11 @@ def analyze(
     for verdict in slos:
         change = _changed(previous.slos.get(verdict.name), verdict.verdict, "breach")
         if change is not None:
-            reason, kind = ("SLOBreached", "Warning") if change else ("SLORecovered", "Normal")
-            events.append(Event(kind, reason, f"SLO {verdict.name}: {verdict.message}"))
+            message = f"SLO {verdict.name}: {verdict.message}"
+            if change:
+                events.append(Event("Warning", "SLOBreached", message))
+            else:
+                events.append(Event("Normal", "SLORecovered", message))
         if verdict.verdict != "insufficient_data":
             memory_slos[verdict.name] = verdict.verdict
     if result is not None:
@@ -345,7 +342,7 @@ def analyze(
     drifting = drift.status == "drift" or (
         drift.prediction is not None and drift.prediction.status == "drift"
     )
-    conditions = _conditions(slos, drift, previous.conditions, now=now)
+    conditions = _conditions(slos, drift, previous.conditions, now=rfc3339(now))
     status = ModelMonitorStatus(
         phase="Degraded" if breached or drifting else "Healthy",
         conditions=list(conditions.values()),
@@ -353,7 +350,7 @@ def analyze(
         windows=[figures(w) for _, w in sorted(windows.items(), key=lambda kv: _role_order(kv[0]))],
         drift=drift,
         slos=slos,
-        last_analysis_time=_rfc3339(now),
+        last_analysis_time=rfc3339(now),
     )
     if stable is not None:
         main = figures(stable)
@@ -387,9 +384,9 @@ def _conditions(
     drift: DriftStatus,
     before: Mapping[str, Condition],
     *,
-    now: float,
+    now: str,
 ) -> dict[str, Condition]:
-    wanted: list[tuple[str, str, str, str]] = []
+    wanted: list[tuple[str, ConditionStatus, str, str]] = []
     if slos:
         breached = [s for s in slos if s.verdict == "breach"]
         unknown = [s for s in slos if s.verdict == "insufficient_data"]
@@ -403,7 +400,7 @@ def _conditions(
             )
         else:
             wanted.append((SLOS_MET, "True", "SLOsMet", f"all {len(slos)} SLOs met"))
-    reasons = {
+    reasons: dict[str, tuple[ConditionStatus, str]] = {
         "drift": ("True", "DriftDetected"),
         "ok": ("False", "NoDrift"),
         "insufficient_data": ("Unknown", "InsufficientData"),
@@ -413,15 +410,9 @@ def _conditions(
     drifted = ", ".join(f.name for f in drift.features if f.status == "drift")
     message = f"{drift.drifted} features drifted: {drifted}" if drift.drifted else ""
     wanted.append((DRIFT_DETECTED, state, reason, message))
-    conditions = {}
-    for type_, state, reason, message in wanted:
-        old = before.get(type_)
-        since = old.last_transition_time if old and old.status == state else None
-        conditions[type_] = Condition(
-            type=type_,
-            status=state,  # type: ignore[arg-type]
-            reason=reason,
-            message=message,
-            last_transition_time=since or _rfc3339(now),
+    return {
+        type_: condition(
+            type_, state, reason=reason, message=message, previous=before.get(type_), now=now
         )
-    return conditions
+        for type_, state, reason, message in wanted
+    }

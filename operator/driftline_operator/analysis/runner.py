@@ -18,7 +18,9 @@ from driftline_operator.analysis.judge import JUDGED_ROLE, DriftWindow, Memory, 
 from driftline_operator.analysis.metrics import OPERATOR_METRICS, OperatorMetrics
 from driftline_operator.analysis.signals import request_count
 from driftline_operator.analysis.windows import Windows, WindowTracker
-from driftline_operator.api.spec import Metrics, ModelMonitorSpec, parse_duration
+from driftline_operator.api.events import Event
+from driftline_operator.api.spec import Metrics, ModelMonitorSpec
+from driftline_operator.api.status import Condition
 from driftline_operator.sources import MetricsSource, PodTarget
 from driftline_operator.sources.factory import make_source
 from driftline_sidecar.contract.profile import ReferenceProfile
@@ -31,8 +33,8 @@ _STATUS_EXCLUDE: Any = {"conditions": True, "pods": {"selected", "monitored", "n
 @dataclass
 class AnalysisOutcome:
     status: dict[str, Any]  # a merge patch for .status (camelCase)
-    events: list[tuple[str, str, str]]  # (type, reason, message)
-    conditions: list[dict[str, Any]] = field(default_factory=list)  # SLOsMet, DriftDetected
+    events: list[Event]
+    conditions: list[Condition] = field(default_factory=list)  # SLOsMet, DriftDetected
     windows: Windows = field(default_factory=Windows)  # per role and per pod, for rollouts
 
 
@@ -94,9 +96,7 @@ class MonitorRunner:
         )
         self._memory = result.memory
         status = result.status.model_dump(by_alias=True, exclude_none=True, exclude=_STATUS_EXCLUDE)
-        conditions = [
-            c.model_dump(by_alias=True, exclude_none=True) for c in result.status.conditions
-        ]
+        conditions = list(result.status.conditions)
         self._metrics.record_analysis(
             self.namespace,
             self.name,
@@ -108,8 +108,9 @@ class MonitorRunner:
             self.namespace, self.name, len(collection.unreachable)
         )
         self._metrics.analysis_duration.observe(time.perf_counter() - started)
-        events = [(e.type, e.reason, e.message) for e in result.events]
-        return AnalysisOutcome(status=status, events=events, conditions=conditions, windows=windows)
+        return AnalysisOutcome(
+            status=status, events=result.events, conditions=conditions, windows=windows
+        )
 
     async def close(self, *, forget: bool = True) -> None:
         """Release the source's connections; ``forget`` drops the monitor's series."""
@@ -120,7 +121,7 @@ class MonitorRunner:
             self._metrics.forget(self.namespace, self.name)
 
     async def _source_for(self, spec: ModelMonitorSpec) -> MetricsSource:
-        wanted = (spec.metrics, parse_duration(spec.analysis.timeout))
+        wanted = (spec.metrics, spec.analysis.timeout.seconds)
         if self._source is None or wanted != self._source_spec:
             if self._source is not None:
                 await self._source.close()
@@ -130,7 +131,7 @@ class MonitorRunner:
         return self._source
 
     def _drift_window(self, spec: ModelMonitorSpec) -> DriftWindow:
-        seconds = parse_duration(spec.drift.window)
+        seconds = spec.drift.window.seconds
         if self._drift is None or self._drift.seconds != seconds:
             self._drift = DriftWindow(seconds=seconds)
         return self._drift

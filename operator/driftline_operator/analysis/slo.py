@@ -11,7 +11,7 @@ import math
 
 from driftline_operator.analysis.signals import error_count, histogram_quantile, request_count
 from driftline_operator.analysis.windows import Window
-from driftline_operator.api.spec import Slo, parse_ratio
+from driftline_operator.api.spec import Slo
 from driftline_operator.api.status import SloStatus
 from driftline_operator.stats.verdict import DatasetDrift
 
@@ -101,8 +101,8 @@ def _error_rate(slo: Slo, short: Window) -> SloStatus:
 
 
 def _success_rate(slo: Slo, short: Window, long: Window, *, fast_burn: float) -> SloStatus:
-    assert slo.objective is not None
-    objective = parse_ratio(slo.objective)
+    objective = slo.objective_value
+    assert objective is not None  # the Slo model requires it for successRate
     budget = 1.0 - objective
     burn_short, burn_long = _burn(short, budget), _burn(long, budget)
     breach = burn_short >= fast_burn and burn_long >= fast_burn

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from driftline_operator.sources import Collection
-from driftline_sidecar.contract.snapshot import Snapshot, delta, merge
+from driftline_sidecar.contract.snapshot import LayoutMismatch, Snapshot, delta, merge
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def _merge(role: str, pods: list[tuple[str, Snapshot, float]], skipped: dict[str
     for pod, window, pod_seconds in pods[1:]:
         try:
             total = merge([total, window])
-        except ValueError as error:  # another bin layout: the sidecar's config differs
+        except LayoutMismatch as error:  # another bin layout: the sidecar's config differs
             skipped[pod] = f"counts do not add up with the other {role} pods: {error}"
             continue
         merged += 1

@@ -13,17 +13,18 @@ Field names are camelCase in YAML (`minSamples`) and snake_case in Python
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from driftline_operator.api.values import Duration, parse_duration, parse_ratio
 
 
 class ApiModel(BaseModel):
@@ -31,47 +32,8 @@ class ApiModel(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
+        validate_default=True,  # defaults become typed values too (Duration)
     )
-
-
-# -- small value types ---------------------------------------------------------
-
-_DURATION = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """'1m30s' -> 90.0 seconds (units ms, s, m, h, as in Prometheus and Go)."""
-    if not _DURATION.match(text):
-        raise ValueError(f"{text!r} is not a duration such as 200ms, 30s, 10m or 1h30m")
-    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
-
-
-def _check_duration(text: str) -> str:
-    parse_duration(text)
-    return text
-
-
-Duration = Annotated[
-    str,
-    AfterValidator(_check_duration),
-    # The pattern goes to the schema only (for the CRD): pydantic checks with
-    # _check_duration, whose message says what a duration looks like.
-    Field(json_schema_extra={"pattern": _DURATION.pattern, "example": "30s"}),
-]
-
-
-def parse_ratio(value: str | float) -> float:
-    """'99.9%' -> 0.999; a bare number is already a ratio in 0..1."""
-    if isinstance(value, str):
-        text = value.strip()
-        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    else:
-        number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise ValueError(f"{value!r} is not a ratio in 0..1 (or a percentage such as 99.9%)")
-    return number
 
 
 # -- spec ----------------------------------------------------------------------
@@ -184,7 +146,7 @@ DriftMethod = Literal["auto", "psi", "ks", "chisquare", "jensenshannon", "wasser
 
 class Drift(ApiModel):
     window: Duration = Field(
-        default="10m", description="How much recent traffic each drift verdict looks at."
+        default=Duration("10m"), description="How much recent traffic each drift verdict looks at."
     )
     min_samples: int = Field(
         default=100,
@@ -242,12 +204,16 @@ class Slo(ApiModel):
         ),
     )
 
+    # Parsed once, when the spec is validated.
+    _max_value: float | None = PrivateAttr(default=None)
+    _objective_value: float | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _bound_fits_metric(self) -> Slo:
         if self.metric == "successRate":
             if self.objective is None:
                 raise ValueError(f"slo {self.name!r}: successRate needs an objective such as 99.9%")
-            parse_ratio(self.objective)
+            self._objective_value = parse_ratio(self.objective)
         elif self.max is None:
             raise ValueError(f"slo {self.name!r}: {self.metric} needs max")
         elif self.metric == "latency":
@@ -255,25 +221,28 @@ class Slo(ApiModel):
                 raise ValueError(f"slo {self.name!r}: latency needs a quantile such as 0.95")
             if not isinstance(self.max, str):
                 raise ValueError(f"slo {self.name!r}: latency max must be a duration such as 200ms")
-            parse_duration(self.max)
+            self._max_value = parse_duration(self.max)
         else:
-            parse_ratio(self.max)
+            self._max_value = parse_ratio(self.max)
         return self
 
     @property
     def max_value(self) -> float | None:
         """The bound as a number: seconds for latency, a ratio otherwise."""
-        if self.max is None:
-            return None
-        if self.metric == "latency":
-            return parse_duration(str(self.max))
-        return parse_ratio(self.max)
+        return self._max_value
+
+    @property
+    def objective_value(self) -> float | None:
+        """successRate: the objective as a ratio in 0..1."""
+        return self._objective_value
 
 
 class Analysis(ApiModel):
-    interval: Duration = Field(default="30s", description="How often the operator analyses.")
+    interval: Duration = Field(
+        default=Duration("30s"), description="How often the operator analyses."
+    )
     timeout: Duration = Field(
-        default="5s", description="How long to wait for each sidecar's snapshot."
+        default=Duration("5s"), description="How long to wait for each sidecar's snapshot."
     )
 
 
@@ -353,7 +322,8 @@ class Comparison(ApiModel):
         description="How much higher than stable's the candidate's error rate may be.",
     )
     max_latency_increase: Duration = Field(
-        default="50ms", description="How much higher than stable's the candidate's p95 may be."
+        default=Duration("50ms"),
+        description="How much higher than stable's the candidate's p95 may be.",
     )
     max_score_drift: float = Field(
         # Two windows of a few hundred predictions from one distribution are up
@@ -404,16 +374,16 @@ class Rollout(ApiModel):
         default_factory=lambda: [5, 25, 50, 100],
         description="Canary traffic weights in percent, walked in order.",
     )
-    interval: Duration = Field(default="30s", description="How long each step is held.")
+    interval: Duration = Field(default=Duration("30s"), description="How long each step is held.")
     failure_limit: int = Field(
         default=2, ge=1, description="Consecutive failed analyses that trigger a rollback."
     )
     progress_deadline: Duration = Field(
-        default="10m",
+        default=Duration("10m"),
         description="How long a step may wait for enough data before the rollout fails.",
     )
     bake_time: Duration = Field(
-        default="5m", description="guard: how long a new revision's pods are judged."
+        default=Duration("5m"), description="guard: how long a new revision's pods are judged."
     )
     comparison: Comparison = Field(
         default_factory=Comparison, description="Candidate-versus-stable margins."

@@ -14,10 +14,12 @@ Phase = Literal[
     "Pending", "Invalid", "Healthy", "Degraded", "Progressing", "Paused", "Succeeded", "Failed"
 ]
 
+ConditionStatus = Literal["True", "False", "Unknown"]
+
 
 class Condition(ApiModel):
     type: str = Field(description="Ready, Injected, DriftDetected, SLOsMet, RolloutProgressing, …")
-    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
+    status: ConditionStatus = Field(description="Whether the condition holds.")
     reason: str = Field(description="CamelCase reason, e.g. InvalidSpec.")
     message: str = Field(default="", description="What is wrong or right, for humans.")
     last_transition_time: str | None = Field(
@@ -125,6 +127,8 @@ class ModelMonitorStatus(ApiModel):
 
 # -- conditions -----------------------------------------------------------------
 READY = "Ready"
+SLOS_MET = "SLOsMet"
+DRIFT_DETECTED = "DriftDetected"
 CANDIDATE_FIT = "CandidateFit"  # shadow: whether the candidate is fit to promote
 # Reasons of the Ready condition (CamelCase, as Kubernetes conventions ask).
 INVALID_SPEC = "InvalidSpec"
@@ -132,30 +136,49 @@ REFERENCE_NOT_FOUND = "ReferenceNotFound"
 CONFIGURED = "SidecarConfigured"
 
 
-def upsert_condition(
-    conditions: Iterable[Mapping[str, Any]],
-    *,
+def condition(
     type: str,
-    status: str,
+    status: ConditionStatus,
+    *,
     reason: str,
-    message: str,
-    now: str,
-) -> list[dict[str, Any]]:
-    """The conditions with one of them set; its transition time moves only when its
-    status does (what `kubectl wait` and humans reading it rely on)."""
-    result: list[dict[str, Any]] = []
-    previous: Mapping[str, Any] | None = None
-    for condition in conditions:
-        if condition.get("type") == type:
-            previous = condition
-        else:
-            result.append(dict(condition))
-    changed = previous is None or previous.get("status") != status
-    since = now if changed or not previous else previous.get("lastTransitionTime", now)
-    new = Condition(
-        type=type, status=status, reason=reason, message=message, last_transition_time=since
+    message: str = "",
+    previous: Condition | None = None,
+    now: str | None = None,
+) -> Condition:
+    """A condition as it is now. Its transition time moves only when its status
+    does (what `kubectl wait` and humans reading it rely on): it is kept from
+    `previous` when the status is the same, else it is `now`."""
+    same = previous is not None and previous.status == status
+    since = previous.last_transition_time if same and previous else None
+    return Condition(
+        type=type,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since or now,
     )
-    result.append(new.model_dump(by_alias=True))
+
+
+def upsert_condition(
+    conditions: Iterable[Mapping[str, Any]], new: Condition, *, now: str
+) -> list[dict[str, Any]]:
+    """Stored conditions (as in `.status.conditions`) with `new` set in them."""
+    result: list[dict[str, Any]] = []
+    previous: Condition | None = None
+    for stored in conditions:
+        if stored.get("type") == new.type:
+            previous = Condition.model_validate(stored)
+        else:
+            result.append(dict(stored))
+    updated = condition(
+        new.type,
+        new.status,
+        reason=new.reason,
+        message=new.message,
+        previous=previous,
+        now=now,
+    )
+    result.append(updated.model_dump(by_alias=True))
     return result
 
 

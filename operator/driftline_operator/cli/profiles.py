@@ -272,7 +272,7 @@ def profile_categorical(series: pd.Series, *, name: str, max_categories: int) ->
     # Most frequent first; ties broken by label so the profile is reproducible.
     frequencies = present.value_counts()
     order = sorted(frequencies.items(), key=lambda item: (-item[1], item[0]))
-    categories = [label for label, _ in order[:max_categories]]
+    categories = [str(label) for label, _ in order[:max_categories]]  # labels: already str
     counts = np.asarray(bin_categorical(present.tolist(), categories).counts)
     return CategoricalProfile(
         categories=categories,

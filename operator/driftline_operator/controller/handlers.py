@@ -5,14 +5,20 @@ asks pure functions what to do (`status`, `admission`, `inject`, `render`),
 and writes the answer back as a status patch, an Event or a JSON patch.
 
 Deletion: the analysis daemon makes kopf put a finalizer on every
-ModelMonitor anyway (to stop the daemon cleanly), so the `cleanup` handler
-deletes the sidecar ConfigMap explicitly; the ConfigMap's ownerReference
-stays as the safety net for when the operator is not running (and is all
-the admin token Secret has: the operator never reads Secrets, see `tokens`).
+ModelMonitor anyway (to stop the daemon cleanly), and `cleanup` is not
+optional, so the finalizer stays until it has succeeded. For a canary it
+first puts all traffic back on stable (`workloads.finalize`: the router's
+`finalize`, the canary scaled to zero, the weight read back as 0), retrying
+until that holds, as Flagger's finalizer does; then it deletes the sidecar
+ConfigMap explicitly (the sidecar router needs it until then). The
+ConfigMap's ownerReference stays as the safety net for when the operator is
+not running (and is all the admin token Secret has: the operator never
+reads Secrets, see `tokens`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,12 +31,15 @@ from pydantic import ValidationError
 
 from driftline_operator import kube
 from driftline_operator.api.names import CONFIG_KEY, GROUP, PLURAL, VERSION, config_map_name
-from driftline_operator.api.spec import ModelMonitorSpec, parse_duration, spec_from
+from driftline_operator.api.spec import ModelMonitorSpec, spec_from
 from driftline_operator.api.status import INVALID_SPEC, REFERENCE_NOT_FOUND, is_ready
 from driftline_operator.controller import manifests, status, tokens
 from driftline_operator.controller.loop import AnalysisLoop
 from driftline_operator.controller.settings import OperatorConfig
 from driftline_operator.controller.tls import write_self_signed
+from driftline_operator.rollout import workloads
+from driftline_operator.rollout.routers import RouterError, RouteTarget
+from driftline_operator.rollout.routers.factory import router_for
 from driftline_operator.webhook import admission, inject
 from driftline_sidecar.contract.config import RoutingConfig
 
@@ -42,6 +51,8 @@ WEBHOOK_PATH = f"/{WEBHOOK_ID}"
 
 # How soon a monitor waiting for its reference ConfigMap looks again.
 REFERENCE_RETRY_SECONDS = 30.0
+# How soon a deletion waiting for a canary's traffic to return to stable tries again.
+FINALIZE_RETRY_SECONDS = 5.0
 # How often a daemon of an invalid monitor re-reads its (possibly fixed) spec.
 INVALID_RECHECK_SECONDS = 30.0
 
@@ -105,8 +116,9 @@ def _warn(body: Any, *, reason: str, message: str) -> None:
 @kopf.on.create(*MONITORS, id="reconcile")
 @kopf.on.update(*MONITORS, id="reconcile", field="spec")
 def reconcile(
-    body: kopf.Body, name: str, namespace: str, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+    body: kopf.Body, name: str, namespace: str | None, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
+    assert namespace is not None  # ModelMonitors are namespaced: kopf always passes one
     raw = dict(body)
     now = status.now_rfc3339()
     try:
@@ -210,10 +222,57 @@ def _missing_reference(api: Any, namespace: str, spec: ModelMonitorSpec) -> str 
 
 
 @kopf.on.delete(*MONITORS, id="cleanup")
-def cleanup(name: str, namespace: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def cleanup(
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    assert namespace is not None  # ModelMonitors are namespaced: kopf always passes one
+    async with _acting(memo):
+        await _finalize_rollout(body, name=name, namespace=namespace, memo=memo, logger=logger)
     config_map = config_map_name(name)
-    if kube.delete(memo.api, kube.CONFIGMAPS, namespace, config_map):
+    if await asyncio.to_thread(kube.delete, memo.api, kube.CONFIGMAPS, namespace, config_map):
         logger.info(f"Deleted ConfigMap {namespace}/{config_map}.")
+
+
+async def _finalize_rollout(
+    body: kopf.Body, *, name: str, namespace: str, memo: kopf.Memo, logger: kopf.Logger
+) -> None:
+    """A canary's traffic all back on stable, or a retry (the finalizer stays)."""
+    try:
+        spec = spec_from(dict(body))
+    except ValidationError:
+        return  # an invalid monitor never routed anything
+    if spec.rollout.strategy != "canary":
+        return
+    token = tokens.admin_token(memo.admin_key, namespace=namespace, name=name, uid=_uid(body))
+    try:
+        target = RouteTarget.from_spec(
+            spec,
+            namespace=namespace,
+            monitor=name,
+            config_map=config_map_name(name),
+            config_key=CONFIG_KEY,
+            admin_token=token,
+        )
+        router = router_for(spec.rollout.router, memo.api)
+    except RouterError as error:
+        logger.info(f"No canary traffic to put back on stable: {error}")
+        return  # without both Deployments and a router, no traffic was ever split
+    try:
+        await workloads.finalize(memo.api, router=router, target=target)
+    except workloads.NotFinalized as error:
+        message = f"{error}; the ModelMonitor is deleted once it succeeds, retrying"
+        logger.warning(message)
+        _warn(body, reason="RolloutNotFinalized", message=message)
+        raise kopf.TemporaryError(message, delay=FINALIZE_RETRY_SECONDS) from error
+    logger.info(
+        f"All traffic is back on stable Deployment {namespace}/{target.stable}; "
+        f"canary Deployment {namespace}/{target.canary} is scaled to zero."
+    )
 
 
 # -- ModelMonitor: the analysis loop ----------------------------------------------
@@ -224,7 +283,7 @@ async def analysis(
     stopped: kopf.DaemonStopped,
     body: kopf.Body,
     name: str,
-    namespace: str,
+    namespace: str | None,
     memo: kopf.Memo,
     logger: kopf.Logger,
     **_: Any,
@@ -234,6 +293,7 @@ async def analysis(
     A daemon rather than a timer: the interval is per monitor and may change,
     and the loop keeps the previous collection to difference the next one.
     """
+    assert namespace is not None  # ModelMonitors are namespaced: kopf always passes one
     loop = AnalysisLoop(
         api=memo.api,
         namespace=namespace,
@@ -252,10 +312,23 @@ async def analysis(
                 await stopped.wait(INVALID_RECHECK_SECONDS)  # reconcile reports it
                 continue
             if is_ready(body):
-                await _analyse_once(loop, spec=spec, body=body, logger=logger)
-            await stopped.wait(parse_duration(spec.analysis.interval))
+                async with _acting(memo):
+                    if stopped:  # deleted while waiting: `cleanup` has finalized it
+                        break
+                    await _analyse_once(loop, spec=spec, body=body, logger=logger)
+            await stopped.wait(spec.analysis.interval.seconds)
     finally:
         await loop.close()
+
+
+def _acting(memo: kopf.Memo) -> asyncio.Lock:
+    """One monitor's rollout acts in one place at a time (kopf gives each
+    object a memo of its own): a tick under way when the monitor is deleted
+    finishes before `cleanup` puts traffic back on stable, and none starts after."""
+    if "acting" not in memo:
+        memo.acting = asyncio.Lock()
+    lock: asyncio.Lock = memo.acting
+    return lock
 
 
 async def _analyse_once(
@@ -268,15 +341,16 @@ async def _analyse_once(
     except Exception:
         logger.exception("Analysis failed; retrying at the next interval.")
         return
-    for event_type, reason, message in events:
-        kopf.event(body, type=event_type, reason=reason, message=message)
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 # -- Pods: the admission webhook ---------------------------------------------------
 
 
 @kopf.index(*MONITORS, id="monitors")
-def monitors(body: kopf.Body, namespace: str, **_: Any) -> dict[str, admission.MonitorEntry]:
+def monitors(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, admission.MonitorEntry]:
+    assert namespace is not None  # ModelMonitors are namespaced: kopf always passes one
     return {namespace: admission.entry_from(dict(body))}
 
 
@@ -285,16 +359,17 @@ def inject_sidecar(
     body: kopf.Body,
     patch: kopf.Patch,
     warnings: list[str],
-    monitors: kopf.Index[str, admission.MonitorEntry],
     memo: kopf.Memo,
     logger: kopf.Logger,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """Add the sidecar to a pod a ModelMonitor selects; never refuse a pod.
 
     Every failure is logged and surfaced as an admission warning, and the pod
     is admitted unchanged: a broken monitor must not stop a model from starting.
     """
+    # kopf passes every index as a keyword named by its id; WebhookFn only promises **kwargs.
+    monitors: kopf.Index[str, admission.MonitorEntry] = kwargs["monitors"]
     pod = dict(body)
     metadata = pod.get("metadata") or {}
     namespace = metadata.get("namespace") or ""

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from driftline_operator import kube
 from driftline_operator.analysis.runner import AnalysisOutcome, MonitorRunner
+from driftline_operator.api.events import Event
 from driftline_operator.api.names import (
     CONTROL_ANNOTATION,
     ROLE_LABEL,  # canary / shadow pods carry it
@@ -28,11 +29,10 @@ from driftline_operator.api.spec import ModelMonitorSpec
 from driftline_operator.api.status import PodCounts, upsert_condition
 from driftline_operator.controller import status
 from driftline_operator.rollout.loop import RolloutLoop, RolloutOutcome
+from driftline_operator.rollout.workloads import Deployments
 from driftline_operator.sources import PodTarget
 from driftline_operator.webhook.inject import is_injected
 from driftline_sidecar.contract.profile import ReferenceProfile
-
-Event = tuple[str, str, str]  # (type, reason, message), as kopf.event takes them
 
 
 def pod_targets(pods: Iterable[Mapping[str, Any]], spec: ModelMonitorSpec) -> list[PodTarget]:
@@ -74,14 +74,7 @@ def status_patch(
     merged = [dict(c) for c in conditions]
     extra = rollout.conditions if rollout is not None else []
     for condition in [*outcome.conditions, *extra]:
-        merged = upsert_condition(
-            merged,
-            type=condition["type"],
-            status=condition["status"],
-            reason=condition["reason"],
-            message=condition.get("message", ""),
-            now=now,
-        )
+        merged = upsert_condition(merged, condition, now=now)
     pods = counts.model_dump(by_alias=True)
     pods["unreachable"] = (outcome.status.get("pods") or {}).get("unreachable", [])
     return {
@@ -117,7 +110,11 @@ class AnalysisLoop:
         self._logger = logger
         self._runner = MonitorRunner(namespace, name, previous_status=previous_status)
         self._rollout = RolloutLoop(
-            api=api, namespace=namespace, name=name, admin_token=admin_token, logger=logger
+            workloads=Deployments(api, namespace),
+            namespace=namespace,
+            name=name,
+            admin_token=admin_token,
+            logger=logger,
         )
         self._reference_problem: str | None = None
 
@@ -178,7 +175,7 @@ class AnalysisLoop:
                     f"{error.errors()[0]['msg']}; rebuild it with `driftline profile build`"
                 )
         if problem is not None and problem != self._reference_problem:
-            events.append(("Warning", "InvalidReference", f"spec.reference: {problem}"))
+            events.append(Event("Warning", "InvalidReference", f"spec.reference: {problem}"))
         self._reference_problem = problem
         return result
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from driftline_operator.api.selectors import selects
 from driftline_operator.api.spec import LabelSelector
-from driftline_operator.api.status import CONFIGURED, READY, PodCounts, upsert_condition
+from driftline_operator.api.status import CONFIGURED, READY, PodCounts, condition, upsert_condition
 from driftline_operator.webhook.inject import is_injected
 
 # Phases the analysis owns; reconciling a valid spec does not overwrite them.
@@ -56,10 +56,7 @@ def not_ready(body: Mapping[str, Any], *, reason: str, message: str, now: str) -
         "observedGeneration": body.get("metadata", {}).get("generation"),
         "conditions": upsert_condition(
             status.get("conditions", []),
-            type=READY,
-            status="False",
-            reason=reason,
-            message=message,
+            condition(READY, "False", reason=reason, message=message),
             now=now,
         ),
     }
@@ -76,10 +73,7 @@ def ready(body: Mapping[str, Any], *, config_map: str, pods: PodCounts, now: str
         "pods": pods.model_dump(by_alias=True),
         "conditions": upsert_condition(
             status.get("conditions", []),
-            type=READY,
-            status="True",
-            reason=CONFIGURED,
-            message=message,
+            condition(READY, "True", reason=CONFIGURED, message=message),
             now=now,
         ),
     }

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from driftline_operator.analysis.signals import error_count, histogram_quantile, request_count
-from driftline_operator.api.spec import Comparison, Slo, parse_duration, parse_ratio
+from driftline_operator.api.spec import Comparison, Slo
 from driftline_operator.stats import jensen_shannon
 from driftline_sidecar.contract.snapshot import Histogram, ShadowCounts, Snapshot
 
@@ -193,7 +193,7 @@ def judge_slos(window: Snapshot, slos: Sequence[Slo]) -> tuple[Check, ...]:
     for slo in slos:
         name = f"slo/{slo.name}"
         if slo.metric == "latency" and slo.quantile is not None:
-            bound = parse_duration(str(slo.max))
+            bound = slo.max_value or 0.0
             value = histogram_quantile(window.latency, slo.quantile)
             if value is None:
                 checks.append(Check(name, "insufficient_data", "no latency observations"))
@@ -203,9 +203,9 @@ def judge_slos(window: Snapshot, slos: Sequence[Slo]) -> tuple[Check, ...]:
             checks.append(Check(name, verdict, message, candidate=value, limit=bound))
         elif slo.metric in ("errorRate", "successRate") and n:
             budget = (
-                1 - parse_ratio(slo.objective or 0)
+                1 - (slo.objective_value or 0.0)
                 if slo.metric == "successRate"
-                else parse_ratio(slo.max or 0)
+                else (slo.max_value or 0.0)
             )
             # Breach only when the error rate is significantly above the
             # budget: one error in 100 requests says nothing about 99.9 %.
@@ -263,7 +263,7 @@ def compare(
             error_count(stable), n1, error_count(candidate), n2, comparison.max_error_rate_increase
         ),
         _latency_check(
-            stable.latency, candidate.latency, parse_duration(comparison.max_latency_increase)
+            stable.latency, candidate.latency, comparison.max_latency_increase.seconds
         ),
         _score_check(stable, candidate, comparison.max_score_drift, min_requests),
         *judge_slos(candidate, slos),
@@ -342,7 +342,7 @@ def judge_shadow(
     mirrored = max(counts.mirrored, n)
     margin = comparison.max_error_rate_increase
     checks.append(_error_check(counts.stable_errors, n, counts.shadow_errors, mirrored, margin))
-    latency_margin = parse_duration(comparison.max_latency_increase)
+    latency_margin = comparison.max_latency_increase.seconds
     checks.append(_latency_check(counts.stable_latency, counts.shadow_latency, latency_margin))
     failed = [c for c in checks if c.verdict == "fail"]
     # Only an undecided disagreement waits; a latency nobody measured does not.

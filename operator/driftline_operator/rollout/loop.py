@@ -1,9 +1,11 @@
 """One ModelMonitor's rollout, each analysis tick: the shell around `rollout`.
 
 After the analysis has built this tick's windows, `RolloutLoop.tick` judges
-them for `spec.rollout.strategy`, asks the state machine what to do, does it
-(router weights, Deployment changes), and returns the status fields, the
-conditions and the Events to write. The state comes from the ModelMonitor as
+them for `spec.rollout.strategy`, asks the state machine what to do, has it
+done through `Workloads` (router weights, Deployment changes), and returns the
+status fields, the conditions and the Events to write. The operator passes
+Deployments (`workloads.Deployments`); `driftline demo` passes local
+processes, so the demo runs this very loop and cannot disagree with it. The state comes from the ModelMonitor as
 just read from the API, so an operator restarted mid-rollout resumes at the
 step it was at; `rollout.decide` guarantees a promotion or a rollback is not
 repeated.
@@ -17,22 +19,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
-from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
 
-from driftline_operator import kube
 from driftline_operator.analysis.windows import Windows
+from driftline_operator.api.events import Event, EventType
 from driftline_operator.api.names import CONFIG_KEY, config_map_name
 from driftline_operator.api.spec import ModelMonitorSpec
-from driftline_operator.api.status import CANDIDATE_FIT, RolloutStatus
+from driftline_operator.api.status import (
+    CANDIDATE_FIT,
+    Condition,
+    ConditionStatus,
+    RolloutStatus,
+    condition,
+)
 from driftline_operator.rollout import alerting
-from driftline_operator.rollout import workloads as deployments
 from driftline_operator.rollout.compare import (
     ComparisonVerdict,
     StableBaseline,
@@ -41,29 +45,75 @@ from driftline_operator.rollout.compare import (
     judge_shadow,
 )
 from driftline_operator.rollout.machine import (
+    Action,
+    ActionError,
     Controls,
     Decision,
+    RolloutError,
     RolloutState,
     decide,
     decide_guard,
 )
-from driftline_operator.rollout.routers import Router, RouterError, RouteTarget
-from driftline_operator.rollout.routers.factory import router_for
-from driftline_sidecar.contract.snapshot import Snapshot, merge
+from driftline_operator.rollout.routers import Router, RouteTarget
+from driftline_sidecar.contract.snapshot import LayoutMismatch, Snapshot, merge
 
-Event = tuple[str, str, str]  # (type, reason, message), as kopf.event takes them
-
+Obj = dict[str, Any]
 _ACTING_PHASES = ("Progressing", "Paused", "Failed")  # they override the analysis' phase
-# What a failed action raises: its decision is tried again at the next tick.
-_ACTION_ERRORS = (RouterError, kube.NotFound, ApiException, aiohttp.ClientError, RuntimeError)
+_FIT: dict[str, ConditionStatus] = {"ok": "True", "fail": "False"}  # shadow verdict -> status
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One revision of a guarded workload (a Deployment's ReplicaSet)."""
+
+    number: int  # the deployment.kubernetes.io/revision annotation
+    hash: str  # what it runs (workloads.template_hash)
+    template: Obj
+    name: str = ""  # the ReplicaSet's name (its pods name it as their owner)
+
+
+class Workloads(Protocol):
+    """What a rollout reads and changes besides traffic weights. Failures
+    raise `ActionError` (or `RouterError`); the loop retries the decision."""
+
+    def router(self, name: str) -> Router:
+        """The traffic router `spec.rollout.router` names."""
+        ...
+
+    async def revision(self, name: str) -> str:
+        """What workload `name` runs now (a pod template hash)."""
+        ...
+
+    async def revisions(self, name: str) -> Sequence[Revision]:
+        """guard: the workload's revisions, newest first."""
+        ...
+
+    async def owner(self, pods: Sequence[Mapping[str, Any]], *, who: str) -> str:
+        """guard: the one workload the pods belong to."""
+        ...
+
+    async def carry_out(
+        self,
+        actions: Sequence[Action],
+        *,
+        router: Router | None,
+        target: RouteTarget,
+        deployment: str | None = None,
+    ) -> None:
+        """Take a decision's actions in order (each one idempotent)."""
+        ...
 
 
 @dataclass
 class RolloutOutcome:
     status: dict[str, Any] = field(default_factory=dict)  # merged into .status
-    conditions: list[dict[str, Any]] = field(default_factory=list)  # type/status/reason/message
+    conditions: list[Condition] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     clear_control: bool = False  # remove the driftline.io/rollout annotation
+    # What was decided on, for logs and the demo's printout:
+    decision: Decision | None = None
+    verdict: ComparisonVerdict | None = None
+    baseline_substituted: bool = False  # weight 100 %: stable's last full window
 
 
 def _insufficient(reason: str) -> ComparisonVerdict:
@@ -72,25 +122,19 @@ def _insufficient(reason: str) -> ComparisonVerdict:
 
 def canary_verdict(
     spec: ModelMonitorSpec, windows: Windows, baseline: StableBaseline, *, weight: float
-) -> ComparisonVerdict:
+) -> tuple[ComparisonVerdict, bool]:
     """The canary window against the stable one of the same period (or, at
-    weight 100 %, stable's last full window: see ``StableBaseline``)."""
+    weight 100 %, stable's last full window: see ``StableBaseline``), and
+    whether that substitution was made."""
     stable = windows.roles.get("stable")
-    stable_counts, _ = baseline.choose(stable.counts if stable else None, weight=weight)
-    missing = [
-        role
-        for role, counts in (("stable", stable_counts), ("canary", windows.roles.get("canary")))
-        if counts is None
-    ]
-    if missing:
-        return _insufficient(f"no {' or '.join(missing)} pod answered with a full window yet")
-    assert stable_counts is not None
-    return compare(
-        stable_counts,
-        windows.roles["canary"].counts,
-        spec.rollout.comparison,
-        spec.slos,
-    )
+    stable_counts, substituted = baseline.choose(stable.counts if stable else None, weight=weight)
+    canary = windows.roles.get("canary")
+    if stable_counts is None or canary is None:
+        missing = [role for role, w in (("stable", stable_counts), ("canary", canary)) if w is None]
+        why = f"no {' or '.join(missing)} pod answered with a full window yet"
+        return _insufficient(why), substituted
+    verdict = compare(stable_counts, canary.counts, spec.rollout.comparison, spec.slos)
+    return verdict, substituted
 
 
 def numbers(verdict: ComparisonVerdict | None, state: RolloutState) -> dict[str, Any]:
@@ -116,13 +160,13 @@ class RolloutLoop:
     def __init__(
         self,
         *,
-        api: ApiClient,
+        workloads: Workloads,
         namespace: str,
         name: str,
         admin_token: str | None,
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
-        self._api = api
+        self._workloads = workloads
         self._namespace = namespace
         self._name = name
         self._admin_token = admin_token
@@ -155,7 +199,7 @@ class RolloutLoop:
                 return await self._guard(spec, monitor, pods, windows, now)
             if strategy == "shadow":
                 return self._judge_shadow(spec, windows)
-        except (RouterError, kube.NotFound, ValueError) as error:
+        except RolloutError as error:
             return self._report(str(error))
         return RolloutOutcome()
 
@@ -172,24 +216,27 @@ class RolloutLoop:
             config_key=CONFIG_KEY,
             admin_token=self._admin_token,
         )
-        router = router_for(spec.rollout.router, self._api)
-        state = _state(monitor)
-        verdict = canary_verdict(spec, windows, self._baseline, weight=state.weight)
+        router = self._workloads.router(spec.rollout.router)
+        state = state_of(monitor)
+        judged, substituted = canary_verdict(spec, windows, self._baseline, weight=state.weight)
+        verdict: ComparisonVerdict | None = judged
         if self._pending is not None:
             decision, verdict = self._pending
         else:
-            stable = await deployments.read(self._api, self._namespace, target.stable)
-            canary = await deployments.read(self._api, self._namespace, target.canary)
             decision = decide(
                 spec.rollout,
                 state,
                 verdict,
                 now=now,
                 controls=self._controls(monitor),
-                canary_revision=deployments.template_hash(canary),
-                stable_revision=deployments.template_hash(stable),
+                canary_revision=await self._workloads.revision(target.canary),
+                stable_revision=await self._workloads.revision(target.stable),
             )
-        return await self._carry_out(spec, state, decision, verdict, router=router, target=target)
+        outcome = await self._carry_out(
+            spec, state, decision, verdict, router=router, target=target
+        )
+        outcome.baseline_substituted = substituted
+        return outcome
 
     # -- guard -------------------------------------------------------------------
 
@@ -210,13 +257,12 @@ class RolloutLoop:
             stable_service=name,
             canary_service=name,
         )
-        state = _state(monitor)
+        state = state_of(monitor)
         if self._pending is not None:
             decision, verdict = self._pending
         else:
-            deployment = await deployments.read(self._api, self._namespace, name)
-            revision = deployments.template_hash(deployment)
-            history = await deployments.revisions(self._api, self._namespace, name)
+            revision = await self._workloads.revision(name)
+            history = await self._workloads.revisions(name)
             previous = next((r.hash for r in history if r.hash != revision), None)
             owners = {r.name for r in history if r.hash == revision}
             verdict = _revision_verdict(spec, pods, windows, owners)
@@ -237,28 +283,7 @@ class RolloutLoop:
         """The guarded Deployment: spec.rollout.stableRef, else the one owning the pods."""
         if spec.rollout.stable_ref is not None:
             return spec.rollout.stable_ref.name
-        replica_sets = {_owner(p, "ReplicaSet") for p in pods} - {None}
-        if not replica_sets:
-            raise RouterError(
-                f"{self.who}: spec.rollout.strategy guard finds no Deployment: no selected pod "
-                "belongs to a ReplicaSet yet; set spec.rollout.stableRef to the Deployment"
-            )
-        owners: Counter[str] = Counter()
-        every = await kube.alist_objects(
-            self._api, kube.REPLICASETS, self._namespace, selector=None
-        )
-        for replica_set in every:
-            if replica_set["metadata"].get("name") in replica_sets:
-                deployment = _owner(replica_set, "Deployment")
-                if deployment is not None:
-                    owners[deployment] += 1
-        if len(owners) != 1:
-            found = ", ".join(sorted(owners)) or "none"
-            raise RouterError(
-                f"{self.who}: spec.rollout.strategy guard needs the selected pods to belong to "
-                f"one Deployment (found: {found}); set spec.rollout.stableRef to the one to guard"
-            )
-        return next(iter(owners))
+        return await self._workloads.owner(pods, who=self.who)
 
     # -- shadow ------------------------------------------------------------------
 
@@ -277,18 +302,18 @@ class RolloutLoop:
                 spec.rollout.comparison,
                 task=spec.model.prediction.task,
             )
-        condition = {
-            "type": CANDIDATE_FIT,
-            "status": {"ok": "True", "fail": "False"}.get(verdict.verdict, "Unknown"),
-            "reason": verdict.reason.split(":", 1)[0],
-            "message": verdict.reason,
-        }
+        fit = condition(
+            CANDIDATE_FIT,
+            _FIT.get(verdict.verdict, "Unknown"),
+            reason=verdict.reason.split(":", 1)[0],
+            message=verdict.reason,
+        )
         outcome = RolloutOutcome(
-            status={"rollout": {"decision": verdict.reason}}, conditions=[condition]
+            status={"rollout": {"decision": verdict.reason}}, conditions=[fit], verdict=verdict
         )
         if verdict.verdict != self._shadow_verdict and verdict.verdict != "insufficient_data":
-            kind = "Normal" if verdict.verdict == "ok" else "Warning"
-            outcome.events.append((kind, condition["reason"], verdict.reason))
+            kind: EventType = "Normal" if verdict.verdict == "ok" else "Warning"
+            outcome.events.append(Event(kind, fit.reason, verdict.reason))
         self._shadow_verdict = verdict.verdict
         return outcome
 
@@ -310,10 +335,10 @@ class RolloutLoop:
         deployment: str | None = None,
     ) -> RolloutOutcome:
         try:
-            await deployments.carry_out(
-                decision.actions, api=self._api, router=router, target=target, deployment=deployment
+            await self._workloads.carry_out(
+                decision.actions, router=router, target=target, deployment=deployment
             )
-        except _ACTION_ERRORS as error:
+        except (ActionError, aiohttp.ClientError) as error:
             self._pending = (decision, verdict)
             what = ", ".join(type(a).__name__ for a in decision.actions)
             return self._report(f"{self.who}: {what} failed, retrying at the next tick: {error}")
@@ -323,12 +348,14 @@ class RolloutLoop:
         outcome = RolloutOutcome(
             status={"rollout": state.to_status().model_dump(by_alias=True)},
             clear_control=decision.clear_control,
+            decision=decision,
+            verdict=verdict,
         )
         if state.phase in _ACTING_PHASES:
             outcome.status["phase"] = state.phase
         if decision.event is not None:
             event = decision.event
-            outcome.events.append((event.type, event.reason, event.message))
+            outcome.events.append(event)
             if decision.phase_changed and spec.alerting.webhook is not None:
                 body = alerting.payload(
                     namespace=self._namespace,
@@ -353,17 +380,18 @@ class RolloutLoop:
         self._logger.warning(problem)
         outcome = RolloutOutcome()
         if problem != self._problem:
-            outcome.events.append(("Warning", "RolloutError", problem))
+            outcome.events.append(Event("Warning", "RolloutError", problem))
         self._problem = problem
         return outcome
 
 
-def _state(monitor: Mapping[str, Any]) -> RolloutState:
+def state_of(monitor: Mapping[str, Any]) -> RolloutState:
+    """The rollout's state as the ModelMonitor's status holds it."""
     raw = (monitor.get("status") or {}).get("rollout")
     return RolloutState.from_status(RolloutStatus.model_validate(raw) if raw else None)
 
 
-def _owner(obj: Mapping[str, Any], kind: str) -> str | None:
+def owner_name(obj: Mapping[str, Any], kind: str) -> str | None:
     for owner in (obj.get("metadata") or {}).get("ownerReferences") or []:
         if owner.get("kind") == kind and owner.get("controller", True):
             return str(owner.get("name"))
@@ -380,12 +408,12 @@ def _revision_verdict(
     names = {
         p["metadata"]["name"]
         for p in pods
-        if _owner(p, "ReplicaSet") in replica_sets and p["metadata"]["name"] in windows.pods
+        if owner_name(p, "ReplicaSet") in replica_sets and p["metadata"]["name"] in windows.pods
     }
     if not names:
         return _insufficient("no pod of the current revision answered with a full window yet")
     try:
         window = merge([windows.pods[n] for n in sorted(names)])
-    except ValueError as error:  # the pods count in different bins
+    except LayoutMismatch as error:  # the pods count in different bins
         return _insufficient(f"the current revision's pods do not add up: {error}")
     return judge_alone(window, spec.slos)

@@ -23,21 +23,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Literal, get_args
 
+from driftline_operator.api.events import Event
 from driftline_operator.api.names import CONTROL_ANNOTATION
-from driftline_operator.api.spec import Rollout, parse_duration
+from driftline_operator.api.spec import Rollout
 from driftline_operator.api.status import RolloutStatus
+from driftline_operator.api.values import from_rfc3339, rfc3339
 from driftline_operator.rollout.compare import ComparisonVerdict
 
 RolloutPhase = Literal["Progressing", "Paused", "Succeeded", "Failed"]
 Command = Literal["pause", "resume", "promote", "abort"]
-EventType = Literal["Normal", "Warning"]
 
 # Analysis ticks come every `interval` give or take scheduling jitter; a tick a
 # little early must not cost the step a whole extra interval.
 TICK_JITTER = 0.1
+
+
+class RolloutError(Exception):
+    """The rollout cannot go on as asked; the message names the object and the fix."""
+
+
+class ControlError(RolloutError):
+    """The driftline.io/rollout annotation holds no known command."""
+
+
+class ActionError(RolloutError):
+    """An action could not be carried out (API, router or sidecar); the loop
+    keeps the decision and tries it again at the next tick."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,7 @@ class Controls:
             return cls()
         command = value.strip().lower()
         if command not in get_args(Command):
-            raise ValueError(
+            raise ControlError(
                 f"ModelMonitor {owner}: annotation {CONTROL_ANNOTATION}={value!r} is not one of "
                 f"{', '.join(get_args(Command))}; set one of them or remove the annotation"
             )
@@ -60,14 +73,6 @@ class Controls:
 
 
 # -- state ---------------------------------------------------------------------
-
-
-def _to_rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
-def _from_rfc3339(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class RolloutState:
             step=status.step,
             weight=status.weight,
             failures=status.failures,
-            step_started_at=_from_rfc3339(started) if started else None,
+            step_started_at=from_rfc3339(started) if started else None,
             revision=status.revision,
             decision=status.decision,
         )
@@ -108,7 +113,7 @@ class RolloutState:
             step=self.step,
             weight=self.weight,
             failures=self.failures,
-            step_started_at=_to_rfc3339(started) if started is not None else None,
+            step_started_at=rfc3339(started) if started is not None else None,
             revision=self.revision,
             decision=self.decision,
         )
@@ -151,13 +156,6 @@ Action = SetWeight | StartCanary | PromoteCanary | ScaleCanaryToZero | RestoreRe
 
 PROMOTE: tuple[Action, ...] = (PromoteCanary(), SetWeight(0.0), ScaleCanaryToZero())
 ROLLBACK: tuple[Action, ...] = (SetWeight(0.0), ScaleCanaryToZero())
-
-
-@dataclass(frozen=True)
-class Event:
-    type: EventType
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -279,7 +277,7 @@ def _analyse(
     held = now - started
     if verdict is None or verdict.verdict == "insufficient_data":
         why = verdict.reason if verdict is not None else "InsufficientData: no window yet"
-        deadline = parse_duration(spec.progress_deadline)
+        deadline = spec.progress_deadline.seconds
         if held >= deadline:
             after = replace(state, phase="Failed", weight=0.0)
             message = (
@@ -289,9 +287,9 @@ def _analyse(
             event = Event("Warning", "ProgressDeadlineExceeded", message)
             return _decided(state, after, event, ROLLBACK, clear_control=clear_control)
         # Holding is not news: one Event when the hold begins, not one per tick.
-        event = None if state.reason == "InsufficientData" else _hold_event(why, state)
-        after = replace(state, decision=why) if event is None else state
-        return _decided(state, after, event, clear_control=clear_control)
+        hold = None if state.reason == "InsufficientData" else _hold_event(why, state)
+        after = replace(state, decision=why) if hold is None else state
+        return _decided(state, after, hold, clear_control=clear_control)
 
     if verdict.verdict == "fail":
         failures = state.failures + 1
@@ -309,7 +307,7 @@ def _analyse(
         return _decided(state, after, event, clear_control=clear_control)
 
     passed = replace(state, failures=0)
-    if held < parse_duration(spec.interval) * (1 - TICK_JITTER):
+    if held < spec.interval.seconds * (1 - TICK_JITTER):
         return _decided(state, replace(passed, decision=verdict.reason), None)
     if state.step + 1 >= len(spec.steps):
         after = replace(passed, phase="Succeeded", weight=0.0)
@@ -394,7 +392,7 @@ def decide_guard(
         return _decided(state, replace(state, failures=failures), event)
 
     if verdict is None or verdict.verdict == "insufficient_data":
-        if baked >= parse_duration(spec.progress_deadline):
+        if baked >= spec.progress_deadline.seconds:
             # No data is not bad data: report, but do not undo pods that
             # nobody has shown to be broken.
             after = replace(state, phase="Failed")
@@ -405,7 +403,7 @@ def decide_guard(
         return _decided(state, state, Event("Normal", "InsufficientData", f"holding: {why}"))
 
     passed = replace(state, failures=0)
-    if baked < parse_duration(spec.bake_time):
+    if baked < spec.bake_time.seconds:
         return _decided(state, replace(passed, decision=verdict.reason), None)
     after = replace(passed, phase="Succeeded")
     message = f"revision {revision} met the SLOs for {baked:.0f}s. {verdict.reason}"

@@ -13,18 +13,23 @@ computed from; a conflict (409) is read again and retried.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import aiohttp
 from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
 
 from driftline_operator.api.names import ROLE_LABEL
 from driftline_operator.kube import (
     DEPLOYMENTS,
     REPLICASETS,
+    Conflict,
+    NotFound,
     Obj,
     aget,
     alist_objects,
@@ -33,8 +38,10 @@ from driftline_operator.kube import (
     replacing,
     selector_of,
 )
+from driftline_operator.rollout.loop import Revision, owner_name
 from driftline_operator.rollout.machine import (
     Action,
+    ActionError,
     PromoteCanary,
     RestoreRevision,
     ScaleCanaryToZero,
@@ -42,6 +49,7 @@ from driftline_operator.rollout.machine import (
     StartCanary,
 )
 from driftline_operator.rollout.routers import Router, RouterError, RouteTarget
+from driftline_operator.rollout.routers.factory import router_for
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
@@ -122,14 +130,6 @@ async def start_canary(api: ApiClient, namespace: str, *, stable: str, canary: s
         await scale(api, namespace, canary, max(1, int(replicas)))
 
 
-@dataclass(frozen=True)
-class Revision:
-    number: int  # the deployment.kubernetes.io/revision annotation
-    hash: str  # template_hash of its template
-    template: Obj
-    name: str = ""  # the ReplicaSet's name (its pods name it as their owner)
-
-
 async def revisions(api: ApiClient, namespace: str, name: str) -> list[Revision]:
     """The Deployment's ReplicaSets as revisions, newest first."""
     deployment = await read(api, namespace, name)
@@ -205,3 +205,111 @@ async def carry_out(
             case _:
                 _unreachable: Any = action
                 raise TypeError(f"unknown rollout action {_unreachable!r}")
+
+
+class NotFinalized(Exception):
+    """Traffic is not (yet) all back on stable; the message says what is left
+    and why. The monitor's deletion has to wait and try again."""
+
+
+# What a router or the API raises when one step of finalizing fails.
+_FINALIZE_ERRORS = (RouterError, NotFound, ApiException, aiohttp.ClientError, TimeoutError)
+
+
+async def finalize(api: ApiClient, *, router: Router, target: RouteTarget) -> None:
+    """A canary's ModelMonitor is being deleted: the router sends all traffic
+    back to stable, the canary Deployment is scaled to zero, and the router
+    is asked again to confirm the canary's weight reads 0 (Flagger's
+    finalizer). Every step is idempotent, so a retry repeats only harmless work.
+
+    A canary Deployment that no longer exists needs no scaling. Anything
+    else that fails raises `NotFinalized`.
+    """
+    who = f"ModelMonitor {target.namespace}/{target.monitor}"
+    try:
+        await router.finalize(target)
+    except _FINALIZE_ERRORS as error:
+        raise NotFinalized(f"{who}: could not send all traffic back to stable: {error}") from error
+    try:
+        await carry_out((ScaleCanaryToZero(),), api=api, router=router, target=target)
+    except NotFound:
+        pass  # the canary Deployment is gone: nothing runs it, nothing to scale
+    except _FINALIZE_ERRORS as error:
+        raise NotFinalized(
+            f"{who}: could not scale canary Deployment {target.namespace}/{target.canary} "
+            f"to zero: {error}"
+        ) from error
+    try:
+        weight = await router.get_weight(target)
+    except _FINALIZE_ERRORS as error:
+        raise NotFinalized(f"{who}: could not read the canary's weight back: {error}") from error
+    if weight != 0:
+        raise NotFinalized(
+            f"{who}: the canary still gets {weight:g}% of the traffic after finalizing "
+            f"(canary Deployment {target.namespace}/{target.canary})"
+        )
+
+
+class Deployments:
+    """`loop.Workloads` on a cluster: a monitor's Deployments, their
+    ReplicaSets, and the router its spec names. API failures surface as
+    `ActionError`, so the loop retries the decision at the next tick."""
+
+    def __init__(self, api: ApiClient, namespace: str) -> None:
+        self._api = api
+        self._namespace = namespace
+
+    def router(self, name: str) -> Router:
+        return router_for(name, self._api)
+
+    async def revision(self, name: str) -> str:
+        async with _api_errors():
+            return template_hash(await read(self._api, self._namespace, name))
+
+    async def revisions(self, name: str) -> list[Revision]:
+        async with _api_errors():
+            return await revisions(self._api, self._namespace, name)
+
+    async def owner(self, pods: Sequence[Mapping[str, Any]], *, who: str) -> str:
+        replica_sets = {owner_name(p, "ReplicaSet") for p in pods} - {None}
+        if not replica_sets:
+            raise RouterError(
+                f"{who}: spec.rollout.strategy guard finds no Deployment: no selected pod "
+                "belongs to a ReplicaSet yet; set spec.rollout.stableRef to the Deployment"
+            )
+        owners: Counter[str] = Counter()
+        async with _api_errors():
+            every = await alist_objects(self._api, REPLICASETS, self._namespace, selector=None)
+        for replica_set in every:
+            if replica_set["metadata"].get("name") in replica_sets:
+                deployment = owner_name(replica_set, "Deployment")
+                if deployment is not None:
+                    owners[deployment] += 1
+        if len(owners) != 1:
+            found = ", ".join(sorted(owners)) or "none"
+            raise RouterError(
+                f"{who}: spec.rollout.strategy guard needs the selected pods to belong to "
+                f"one Deployment (found: {found}); set spec.rollout.stableRef to the one to guard"
+            )
+        return next(iter(owners))
+
+    async def carry_out(
+        self,
+        actions: Sequence[Action],
+        *,
+        router: Router | None,
+        target: RouteTarget,
+        deployment: str | None = None,
+    ) -> None:
+        async with _api_errors():
+            await carry_out(
+                actions, api=self._api, router=router, target=target, deployment=deployment
+            )
+
+
+@contextlib.asynccontextmanager
+async def _api_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except (NotFound, Conflict, ApiException) as error:
+        raise ActionError(str(error)) from error

@@ -3,9 +3,10 @@
 One instant query per collection returns every ``driftline_*`` series of the
 monitor's pods (matched by the ``instance`` label, which is ``<pod ip>:<admin
 port>`` under Prometheus' pod and endpoint discovery and the Prometheus
-Operator's ServiceMonitor). The series of each instance are folded into the
+Operator's ServiceMonitor). The series of each instance are read into the
 same cumulative ``Snapshot`` the sidecar's ``/v1/snapshot`` would have
-answered, ``process_start_time_seconds`` standing in for the process id and
+answered, by the same reader (``driftline_sidecar.contract.reader``),
+``process_start_time_seconds`` standing in for the process id and
 ``driftline_sidecar_info{profile_sha256}`` telling the reference profile, and
 ``WindowTracker`` differences two collections exactly as it does for the
 sidecar source. So both sources give the same integer window for the same
@@ -23,37 +24,18 @@ Counter resets are detected per pod by a new process start time, as
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import aiohttp
 from prometheus_client.samples import Sample
 
 from driftline_operator.sources import Collection, PodTarget
-from driftline_sidecar.contract.reader import shadow_counts_from_samples
-from driftline_sidecar.contract.snapshot import (
-    BinCounts,
-    CaptureCounts,
-    Histogram,
-    ProcessInfo,
-    Snapshot,
-)
+from driftline_sidecar.contract.metric_names import PREFIX
+from driftline_sidecar.contract.reader import snapshot_from_samples
+from driftline_sidecar.contract.snapshot import ProcessInfo, Snapshot
 
-P = "driftline_"
 Series = tuple[dict[str, str], float]  # (labels, value)
-# CaptureCounts field <- (metric, label, label value)
-_CAPTURE: dict[str, tuple[str, str | None, str | None]] = {
-    "records": ("capture_records_total", None, None),
-    "bodies_parsed": ("capture_bodies_parsed_total", None, None),
-    "unparsed": ("capture_skipped_total", "reason", "unparsed"),
-    "too_large": ("capture_skipped_total", "reason", "too_large"),
-    "dropped": ("capture_dropped_total", "queue", "capture"),
-    "log_dropped": ("capture_dropped_total", "queue", "log"),
-    "unknown_fields": ("schema_violations_total", "kind", "unknown_field"),
-    "wrong_type": ("schema_violations_total", "kind", "wrong_type"),
-    "missing_fields": ("schema_violations_total", "kind", "missing_field"),
-}
 
 
 class PrometheusError(Exception):
@@ -107,7 +89,7 @@ class PrometheusSource:
         match = instance_matcher(targets)
         try:
             counters, starts, up, scraped = await asyncio.gather(
-                self.query(f'{{__name__=~"{P}.+",{match}}}', at=now),
+                self.query(f'{{__name__=~"{PREFIX}.+",{match}}}', at=now),
                 self.query(f"process_start_time_seconds{{{match}}}", at=now),
                 self.query(f"up{{{match}}}", at=now),
                 self.query(f"timestamp(up{{{match}}})", at=now),
@@ -157,80 +139,9 @@ def to_snapshot(
     series: Sequence[Series], *, instance: str, started: float, taken_at: float
 ) -> Snapshot:
     """One pod's ``driftline_*`` series as the cumulative snapshot the sidecar
-    would answer (the shadow section read by the sidecar's own reader)."""
-    values: dict[str, list[tuple[dict[str, str], int]]] = defaultdict(list)
-    sums: dict[str, float] = {}
-    for labels, value in series:
-        name = labels["__name__"].removeprefix(P)
-        if name.endswith("_sum"):
-            sums[name.removesuffix("_sum")] = value
-        elif math.isfinite(value):
-            values[name].append((labels, round(value)))
-    identity = next(labels for labels, _ in series)
-    info = next((labels for labels, _ in series if labels["__name__"] == P + "sidecar_info"), {})
-
-    def total(name: str, label: str | None = None, wanted: str | None = None) -> int:
-        return sum(v for labels, v in values[name] if label is None or labels.get(label) == wanted)
-
-    def by(name: str, label: str) -> dict[str, int]:
-        found: dict[str, int] = defaultdict(int)
-        for labels, v in values[name]:
-            found[labels[label]] += v
-        return dict(found)
-
-    def histogram(name: str) -> Histogram:
-        cumulative = sorted(
-            ((float(labels["le"]), v) for labels, v in values[name + "_bucket"]),
-            key=lambda pair: pair[0],
-        )
-        if not cumulative:
-            return Histogram()
-        bounds = [le for le, _ in cumulative if math.isfinite(le)]
-        counts = [
-            b - a for (_, a), (_, b) in zip([(0.0, 0), *cumulative], cumulative, strict=False)
-        ]
-        return Histogram(bounds=bounds, counts=counts, sum=sums.get(name, 0.0))
-
-    def binned(bins: Mapping[str, int], missing: int, out_of_range: int) -> BinCounts:
-        counts = [0] * (max((int(b) for b in bins), default=-1) + 1)
-        for b, v in bins.items():
-            counts[int(b)] = v
-        return BinCounts(counts=counts, missing=missing, out_of_range=out_of_range)
-
-    feature_bins: dict[str, dict[str, int]] = defaultdict(dict)
-    for labels, v in values["feature_bin_total"]:
-        feature_bins[labels["feature"]][labels["bin"]] = v
-    prediction_bins = by("prediction_bin_total", "bin")
-    return Snapshot(
+    would answer, read by the sidecar's own reader."""
+    return snapshot_from_samples(
+        (Sample(labels["__name__"], labels, value) for labels, value in series),
         process=ProcessInfo(id=f"{instance}@{started:.3f}", pid=0, start_time=started),
         taken_at=taken_at,
-        model=identity.get("model", ""),
-        version=identity.get("version", ""),
-        role=identity.get("role", "stable"),  # type: ignore[arg-type]
-        profile_sha256=info.get("profile_sha256", ""),
-        requests={code: n for code, n in by("requests_total", "code").items() if n},
-        latency=histogram("request_duration_seconds"),
-        upstream_latency=histogram("upstream_duration_seconds"),
-        request_bytes=total("request_bytes_total"),
-        response_bytes=total("response_bytes_total"),
-        capture=CaptureCounts(**{k: total(*where) for k, where in _CAPTURE.items()}),
-        features={
-            name: binned(
-                bins,
-                total("feature_missing_total", "feature", name),
-                total("feature_out_of_range_total", "feature", name),
-            )
-            for name, bins in feature_bins.items()
-        },
-        prediction=(
-            binned(
-                prediction_bins,
-                total("prediction_missing_total"),
-                total("prediction_out_of_range_total"),
-            )
-            if prediction_bins
-            else None
-        ),
-        classes={label: n for label, n in by("prediction_class_total", "class").items() if n},
-        shadow=shadow_counts_from_samples(Sample(ls["__name__"], ls, v) for ls, v in series),
     )

@@ -24,7 +24,7 @@ def proportions(values: ArrayLike, *, name: str = "counts") -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-d sequence of bin values")
-    total = array.sum()  # inf or nan when any value is
+    total = float(array.sum())  # inf or nan when any value is
     if not math.isfinite(total) or array.min() < 0:
         raise ValueError(f"{name} must be finite and non-negative, got {array.tolist()}")
     if total <= 0:
@@ -79,7 +79,7 @@ def bin_points(edges: ArrayLike, *, low: float, high: float) -> np.ndarray:
     right for flat data. The last bin mirrors this against ``high``. With one
     edge, the "neighbour" is half of ``[low, high]``.
     """
-    e = [float(edge) for edge in edges]
+    e = [float(edge) for edge in np.asarray(edges, dtype=np.float64)]
     if not e:
         return np.array([0.5 * (low + high)])
     nominal = (high - low) / 2 if math.isfinite(high - low) and high > low else 1.0

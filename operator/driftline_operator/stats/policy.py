@@ -72,7 +72,7 @@ class DriftPolicy(BaseModel):
 
     def method_for(self, kind: Kind) -> str:
         chosen = self.numeric_method if kind == "numeric" else self.categorical_method
-        method = chosen or self.method
+        method: str = chosen or self.method
         if kind == "categorical":
             method = CATEGORICAL_COUNTERPART.get(method, method)
         return method

@@ -23,7 +23,8 @@ LN2 = math.log(2.0)
 def psi_rows(P: np.ndarray, Q: np.ndarray, *, epsilon: float = 1e-4) -> np.ndarray:
     p = np.maximum(P, epsilon)
     q = np.maximum(Q, epsilon)
-    return ((q - p) * np.log(q / p)).sum(axis=1)
+    psi: np.ndarray = ((q - p) * np.log(q / p)).sum(axis=1)
+    return psi
 
 
 def jensen_shannon_rows(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
@@ -31,7 +32,8 @@ def jensen_shannon_rows(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
     M = (P + Q) * 0.5
     divergence = (special.rel_entr(P, M).sum(axis=1) + special.rel_entr(Q, M).sum(axis=1)) * 0.5
     # maximum(): rounding can leave identical rows a hair below zero.
-    return np.minimum(np.sqrt(np.maximum(divergence, 0.0) / LN2), 1.0)
+    distances: np.ndarray = np.minimum(np.sqrt(np.maximum(divergence, 0.0) / LN2), 1.0)
+    return distances
 
 
 def chi_square_rows(P: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,12 +62,16 @@ def smirnov_p_values(statistic: np.ndarray, effective_n: np.ndarray) -> np.ndarr
     microseconds at any n, where ``kstwo.sf`` takes 0.5 s at a million.
     """
     root = np.sqrt(effective_n)
-    return np.minimum(1.0, special.kolmogorov((root + 0.12 + 0.11 / root) * statistic))
+    p_values: np.ndarray = np.minimum(
+        1.0, special.kolmogorov((root + 0.12 + 0.11 / root) * statistic)
+    )
+    return p_values
 
 
 def cdf_gaps(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
     """|F_p - F_q| at each interior edge (the CDFs agree, at 1, after the last bin)."""
-    return np.abs(P.cumsum(axis=1)[:, :-1] - Q.cumsum(axis=1)[:, :-1])
+    gaps: np.ndarray = np.abs(P.cumsum(axis=1)[:, :-1] - Q.cumsum(axis=1)[:, :-1])
+    return gaps
 
 
 def ks_rows(
@@ -86,4 +92,5 @@ def wasserstein_rows(
 ) -> np.ndarray:
     """Normed Wasserstein distance per row from the CDF gaps at the edges and
     the distances between consecutive bin points (see ``distances.bin_points``)."""
-    return (gaps * point_gaps).sum(axis=1) / np.maximum(reference_std, 0.001)
+    distances: np.ndarray = (gaps * point_gaps).sum(axis=1) / np.maximum(reference_std, 0.001)
+    return distances

@@ -147,8 +147,11 @@ def _group_stats(group: list[_Pending]) -> list[dict[str, float]]:
         columns["ks_statistic"], columns["ks_p_value"] = ks_rows(
             P, C, reference_size=sizes, gaps=gaps
         )
-        point_gaps = np.stack([g for _, g in arrays])  # type: ignore[misc]
-        std = np.array([item.reference.std for item in group])  # type: ignore[union-attr]
+        # A group holds one kind: every item is numeric and has its bin points' gaps.
+        point_gaps = np.stack([g for _, g in arrays if g is not None])
+        std = np.array(
+            [item.reference.std for item in group if isinstance(item.reference, NumericProfile)]
+        )
         columns["wasserstein"] = wasserstein_rows(gaps, point_gaps, std)
     keys = list(columns)
     rows = np.column_stack([columns[key] for key in keys]).tolist()
@@ -157,14 +160,14 @@ def _group_stats(group: list[_Pending]) -> list[dict[str, float]]:
 
 def _score(item: _Pending, method: str, stats: dict[str, float]) -> tuple[str, float]:
     """The verdict's statistic, on raw samples where both sides have them."""
-    raw = item.sample is not None and item.reference_sample is not None
-    if method == "ks" and raw:
-        result = ks_samples(item.reference_sample, item.sample)  # type: ignore[arg-type]
+    reference_sample, sample = item.reference_sample, item.sample
+    if method == "ks" and reference_sample is not None and sample is not None:
+        result = ks_samples(reference_sample, sample)
         stats["ks_samples_statistic"] = result.statistic
         stats["ks_samples_p_value"] = result.p_value
         return "ks_samples", result.p_value
-    if method == "wasserstein" and raw:
-        value = wasserstein_samples(item.reference_sample, item.sample)  # type: ignore[arg-type]
+    if method == "wasserstein" and reference_sample is not None and sample is not None:
+        value = wasserstein_samples(reference_sample, sample)
         stats["wasserstein_samples"] = value
         return "wasserstein_samples", value
     if method == "z":

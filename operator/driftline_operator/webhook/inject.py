@@ -20,7 +20,7 @@ Canary pods carry the label `driftline.io/role: canary` (shadow pods
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,7 +162,7 @@ def _find_model_port(pod: Mapping[str, Any], spec: ModelMonitorSpec, *, who: str
     # Port names always hold a letter, so "8000" can only mean the number.
     if isinstance(wanted, str) and wanted.isdigit():
         wanted = int(wanted)
-    candidates = range(len(containers))
+    candidates: Sequence[int] = range(len(containers))
     if spec.model.container is not None:
         candidates = [i for i in candidates if containers[i].get("name") == spec.model.container]
         if not candidates:

@@ -26,12 +26,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 OTHER = "__other__"
 
 
@@ -174,7 +174,8 @@ def bin_categorical(values: Iterable[Any], categories: Sequence[str]) -> BinnedB
 
 def _hashable(values: Iterable[Any]) -> Iterable[Any]:
     if isinstance(values, np.ndarray):
-        return values.tolist()  # Python scalars: np.str_ hashes slowly, np.float64 NaN too
+        scalars: list[Any] = values.tolist()  # np.str_ hashes slowly, np.float64 NaN too
+        return scalars
     return values
 
 

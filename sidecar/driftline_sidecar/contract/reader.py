@@ -1,56 +1,185 @@
-"""Snapshots read back from Prometheus samples (the sidecar's own registry or a
-Prometheus server's scrape of it)."""
+"""Snapshots read back from Prometheus samples: the sidecar's own registry
+(``/v1/snapshot``) or a Prometheus server's scrape of it (the operator's
+Prometheus source). One reader for both, so they cannot drift apart.
+
+Samples are matched by name and by the labels a number depends on; every other
+label (``instance``, ``job``, ``__name__``, …) is ignored, and the values of
+series differing only there are added up. Bucket bounds are matched as numbers,
+not as ``le`` strings, since a scraper may spell them differently ("1" or
+"1.0").
+"""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from itertools import pairwise
+from typing import cast
 
 from prometheus_client.samples import Sample
 
-from driftline_sidecar.contract.snapshot import LATENCY_BUCKETS, ShadowCounts
-from driftline_sidecar.contract.snapshot import Histogram as HistogramCounts
+from driftline_sidecar.contract import metric_names as names
+from driftline_sidecar.contract.config import Role
+from driftline_sidecar.contract.snapshot import (
+    LATENCY_BUCKETS,
+    BinCounts,
+    CaptureCounts,
+    Histogram,
+    ProcessInfo,
+    ShadowCounts,
+    Snapshot,
+)
 
-PREFIX = "driftline_"
-_BOUNDS = [*LATENCY_BUCKETS, math.inf]
+_BOUNDS = (*LATENCY_BUCKETS, math.inf)
+
+
+def snapshot_from_samples(
+    samples: Iterable[Sample], *, process: ProcessInfo, taken_at: float
+) -> Snapshot:
+    """One sidecar's cumulative snapshot from the samples of its ``driftline_*``
+    metrics (others are ignored).
+
+    Model, version and role come from the labels, the reference profile from
+    ``driftline_sidecar_info``. Every bin series exists from the sidecar's start
+    (at zero), so the samples carry the full bin layout; requests and classes
+    list only the codes and labels counted at least once."""
+    s = _Samples(samples)
+    identity = s.identity()
+    features = s.bins(names.FEATURE_BIN, names.FEATURE)
+    missing = s.by_label(names.FEATURE_MISSING, names.FEATURE)
+    out_of_range = s.by_label(names.FEATURE_OUT_OF_RANGE, names.FEATURE)
+    prediction = s.bins(names.PREDICTION_BIN).get("")
+    return Snapshot(
+        process=process,
+        taken_at=taken_at,
+        model=identity.get(names.MODEL, ""),
+        version=identity.get(names.VERSION, ""),
+        role=cast(Role, identity.get(names.ROLE, "stable")),
+        profile_sha256=identity.get(names.PROFILE_SHA256, ""),
+        requests=_counted(s.by_label(names.REQUESTS, names.CODE)),
+        latency=s.histogram(names.REQUEST_DURATION),
+        upstream_latency=s.histogram(names.UPSTREAM_DURATION),
+        request_bytes=s.count(names.REQUEST_BYTES),
+        response_bytes=s.count(names.RESPONSE_BYTES),
+        capture=CaptureCounts(
+            records=s.count(names.CAPTURE_RECORDS),
+            bodies_parsed=s.count(names.CAPTURE_BODIES_PARSED),
+            unparsed=s.count(names.CAPTURE_SKIPPED, names.REASON, names.SkipReason.UNPARSED),
+            too_large=s.count(names.CAPTURE_SKIPPED, names.REASON, names.SkipReason.TOO_LARGE),
+            dropped=s.count(names.CAPTURE_DROPPED, names.QUEUE, names.DropQueue.CAPTURE),
+            log_dropped=s.count(names.CAPTURE_DROPPED, names.QUEUE, names.DropQueue.LOG),
+            unknown_fields=s.count(
+                names.SCHEMA_VIOLATIONS, names.KIND, names.SchemaViolation.UNKNOWN_FIELD
+            ),
+            wrong_type=s.count(
+                names.SCHEMA_VIOLATIONS, names.KIND, names.SchemaViolation.WRONG_TYPE
+            ),
+            missing_fields=s.count(
+                names.SCHEMA_VIOLATIONS, names.KIND, names.SchemaViolation.MISSING_FIELD
+            ),
+        ),
+        features={
+            name: BinCounts(
+                counts=counts, missing=missing.get(name, 0), out_of_range=out_of_range.get(name, 0)
+            )
+            for name, counts in features.items()
+        },
+        prediction=(
+            None
+            if prediction is None
+            else BinCounts(
+                counts=prediction,
+                missing=s.count(names.PREDICTION_MISSING),
+                out_of_range=s.count(names.PREDICTION_OUT_OF_RANGE),
+            )
+        ),
+        classes=_counted(s.by_label(names.PREDICTION_CLASS, names.CLASS)),
+        shadow=_shadow_counts(s),
+    )
 
 
 def shadow_counts_from_samples(samples: Iterable[Sample]) -> ShadowCounts:
-    """Read ``ShadowCounts`` from samples as the registry has them or as
-    Prometheus scraped them (one sidecar's; other labels are ignored).
+    """The snapshot's ``shadow`` section alone (one sidecar's samples)."""
+    return _shadow_counts(_Samples(samples))
 
-    Bucket bounds are matched as numbers, not as ``le`` strings, since a
-    scraper may spell them differently ("1" or "1.0")."""
-    # (name, outcome or side, bucket bound) -> value
-    values: dict[tuple[str, str, float | None], float] = defaultdict(float)
-    for sample in samples:
-        if not sample.name.startswith(PREFIX + "shadow_"):
-            continue
-        key = sample.labels.get("outcome") or sample.labels.get("side", "")
-        le = float(sample.labels["le"]) if "le" in sample.labels else None
-        values[(sample.name, key, le)] += sample.value
 
-    def get(name: str, key: str = "", le: float | None = None) -> float:
-        return values.get((PREFIX + name, key, le), 0.0)
-
-    def count(name: str, key: str = "", le: float | None = None) -> int:
-        return round(get(name, key, le))
-
-    def histogram(side: str) -> HistogramCounts:
-        cumulative = [count("shadow_duration_seconds_bucket", side, le) for le in _BOUNDS]
-        counts = [b - a for a, b in zip([0, *cumulative], cumulative, strict=False)]
-        return HistogramCounts(counts=counts, sum=get("shadow_duration_seconds_sum", side))
-
+def _shadow_counts(s: _Samples) -> ShadowCounts:
+    outcome, side = names.ShadowOutcome, names.Side
     return ShadowCounts(
-        mirrored=count("shadow_requests_total", "mirrored"),
-        dropped=count("shadow_requests_total", "dropped"),
-        compared=count("shadow_requests_total", "compared"),
-        agreed=count("shadow_requests_total", "agreed"),
-        abs_difference_sum=get("shadow_abs_difference_sum"),
-        rel_difference_sum=get("shadow_rel_difference_sum"),
-        stable_errors=count("shadow_errors_total", "stable"),
-        shadow_errors=count("shadow_errors_total", "shadow"),
-        stable_latency=histogram("stable"),
-        shadow_latency=histogram("shadow"),
+        mirrored=s.count(names.SHADOW_REQUESTS, names.OUTCOME, outcome.MIRRORED),
+        dropped=s.count(names.SHADOW_REQUESTS, names.OUTCOME, outcome.DROPPED),
+        compared=s.count(names.SHADOW_REQUESTS, names.OUTCOME, outcome.COMPARED),
+        agreed=s.count(names.SHADOW_REQUESTS, names.OUTCOME, outcome.AGREED),
+        abs_difference_sum=s.total(names.SHADOW_ABS_DIFFERENCE + "_sum"),
+        rel_difference_sum=s.total(names.SHADOW_REL_DIFFERENCE + "_sum"),
+        stable_errors=s.count(names.SHADOW_ERRORS, names.SIDE, side.STABLE),
+        shadow_errors=s.count(names.SHADOW_ERRORS, names.SIDE, side.SHADOW),
+        stable_latency=s.histogram(names.SHADOW_DURATION, names.SIDE, side.STABLE),
+        shadow_latency=s.histogram(names.SHADOW_DURATION, names.SIDE, side.SHADOW),
     )
+
+
+def _counted(values: Mapping[str, int]) -> dict[str, int]:
+    return {key: n for key, n in values.items() if n}
+
+
+class _Samples:
+    """The ``driftline_*`` samples by name, in the order they came."""
+
+    def __init__(self, samples: Iterable[Sample]) -> None:
+        self._by_name: dict[str, list[tuple[Mapping[str, str], float]]] = defaultdict(list)
+        for sample in samples:
+            # A counter is never NaN or infinite; a scraper's odd value is no count.
+            if sample.name.startswith(names.PREFIX) and math.isfinite(sample.value):
+                self._by_name[sample.name].append((sample.labels, sample.value))
+
+    def _series(
+        self, name: str, label: str | None = None, value: str | None = None
+    ) -> Iterable[tuple[Mapping[str, str], float]]:
+        return (
+            (labels, v)
+            for labels, v in self._by_name.get(name, ())
+            if label is None or labels.get(label) == value
+        )
+
+    def identity(self) -> Mapping[str, str]:
+        """The labels of ``driftline_sidecar_info``, or of any series without it."""
+        for name in (names.SIDECAR_INFO, *self._by_name):
+            for labels, _ in self._by_name.get(name, ()):
+                if names.MODEL in labels:
+                    return labels
+        return {}
+
+    def total(self, name: str, label: str | None = None, value: str | None = None) -> float:
+        return sum(v for _, v in self._series(name, label, value))
+
+    def count(self, name: str, label: str | None = None, value: str | None = None) -> int:
+        return round(self.total(name, label, value))
+
+    def by_label(self, name: str, label: str) -> dict[str, int]:
+        found: dict[str, float] = defaultdict(float)
+        for labels, v in self._series(name):
+            found[labels.get(label, "")] += v
+        return {key: round(v) for key, v in found.items()}
+
+    def bins(self, name: str, label: str | None = None) -> dict[str, list[int]]:
+        """Per value of ``label`` (or "" without one), the counts by bin index."""
+        found: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+        for labels, v in self._series(name):
+            key = "" if label is None else labels.get(label, "")
+            found[key][int(labels[names.BIN])] += v
+        return {
+            key: [round(by_bin.get(i, 0.0)) for i in range(max(by_bin) + 1)]
+            for key, by_bin in found.items()
+        }
+
+    def histogram(self, name: str, label: str | None = None, value: str | None = None) -> Histogram:
+        cumulative: dict[float, float] = defaultdict(float)
+        for labels, v in self._series(name + "_bucket", label, value):
+            cumulative[float(labels["le"])] += v
+        at_bounds = [round(cumulative.get(bound, 0.0)) for bound in _BOUNDS]
+        return Histogram(
+            counts=[b - a for a, b in pairwise([0, *at_bounds])],
+            sum=self.total(name + "_sum", label, value),
+        )

@@ -10,11 +10,11 @@ the same pod (``delta``) and a fleet-wide window by adding pods' windows
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SNAPSHOT_SCHEMA_VERSION = 1
+SNAPSHOT_SCHEMA_VERSION: Final = 1
 
 # Request and upstream latency buckets (seconds, upper bounds): they resolve
 # 1 ms to 10 s. The Prometheus histograms use the same bounds.
@@ -22,6 +22,11 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
     0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0,
 )  # fmt: skip
+
+
+class LayoutMismatch(ValueError):
+    """Two sets of counts cannot be combined: other bins, another reference
+    profile (the sidecars' configs differ)."""
 
 
 class _Model(BaseModel):
@@ -117,7 +122,7 @@ def _combine(a: object, b: object, sign: int) -> object:
         }  # fmt: skip
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
-            raise ValueError(f"cannot combine counts of different lengths ({len(a)} and {len(b)})")
+            raise LayoutMismatch(f"cannot combine counts of different lengths ({len(a)} and {len(b)})")
         if all(type(x) is int for x in a) and all(type(y) is int for y in b):
             return [x + sign * y for x, y in zip(a, b, strict=True)]  # bin counts: the hot case
         return [_combine(x, y, sign) for x, y in zip(a, b, strict=True)]
@@ -146,14 +151,17 @@ def _counts_only(snapshot: Snapshot) -> dict[str, object]:
             return {k: strip(v) for k, v in value.items() if k not in _STATIC}
         return value
 
-    return strip(snapshot.model_dump(exclude=set(_IDENTITY)))  # type: ignore[return-value]
+    counts = strip(snapshot.model_dump(exclude=set(_IDENTITY)))
+    assert isinstance(counts, dict)  # model_dump gives a dict, and strip keeps dicts dicts
+    return counts
 
 
 def _with_counts(template: Snapshot, counts: object) -> Snapshot:
+    assert isinstance(counts, dict)  # _combine of two dicts is a dict
     document = template.model_dump()
     for key in ("latency", "upstream_latency"):
-        counts[key]["bounds"] = document[key]["bounds"]  # type: ignore[index]
-    document.update(counts)  # type: ignore[arg-type]
+        counts[key]["bounds"] = document[key]["bounds"]
+    document.update(counts)
     return Snapshot.model_validate(document)
 
 
@@ -177,9 +185,9 @@ def merge(windows: list[Snapshot]) -> Snapshot:
     if not windows:
         raise ValueError("merge needs at least one window")
     first = windows[0]
-    counts = _counts_only(first)
+    counts: object = _counts_only(first)
     for window in windows[1:]:
         if window.profile_sha256 != first.profile_sha256:
-            raise ValueError("cannot merge counts binned against different reference profiles")
-        counts = _combine(counts, _counts_only(window), +1)  # type: ignore[assignment]
+            raise LayoutMismatch("cannot merge counts binned against different reference profiles")
+        counts = _combine(counts, _counts_only(window), +1)
     return _with_counts(first, counts)

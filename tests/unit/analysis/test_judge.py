@@ -9,6 +9,7 @@ from driftline_operator.analysis.judge import DriftWindow, Memory, analyze, hist
 from driftline_operator.analysis.signals import figures
 from driftline_operator.analysis.slo import judge_slo
 from driftline_operator.analysis.windows import Window
+from driftline_operator.api.events import Event
 from driftline_operator.api.spec import ModelMonitorSpec, Slo
 from driftline_operator.stats.policy import DriftPolicy
 from driftline_operator.stats.verdict import judge_dataset
@@ -336,7 +337,7 @@ def test_status_fields_conditions_and_printer_columns() -> None:
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["SLOsMet"]["status"] == "False"  # 5 % errors burn 50x a 0.1 % budget
     assert conditions["DriftDetected"]["reason"] == "NoReference"
-    assert ("Warning", "SidecarUnreachable", "pod pod-b: timed out after 5s") in result.events
+    assert Event("Warning", "SidecarUnreachable", "pod pod-b: timed out after 5s") in result.events
 
 
 def test_memory_from_a_stored_status_repeats_no_event() -> None:

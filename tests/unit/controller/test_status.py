@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from driftline_operator.analysis.runner import AnalysisOutcome
 from driftline_operator.api.selectors import selector_query
 from driftline_operator.api.spec import LabelSelector, ModelMonitorSpec
-from driftline_operator.api.status import PodCounts
+from driftline_operator.api.status import PodCounts, condition
 from driftline_operator.controller import status
 from driftline_operator.controller.loop import pod_targets, status_patch
 from driftline_operator.webhook import admission
@@ -42,28 +42,6 @@ def test_every_problem_is_listed_and_missing_fields_are_named():
     assert "spec.model.name: Field required" in problems
     assert any(p.startswith("spec.model.protocol: Input should be 'auto'") for p in problems)
     assert "spec.drift.minSamples: Input should be greater than or equal to 1 (got 0)" in problems
-
-
-def test_a_condition_keeps_its_transition_time_while_its_status_holds():
-    first = status.upsert_condition(
-        [], type="Ready", status="False", reason="A", message="", now="t1"
-    )
-    same = status.upsert_condition(
-        first, type="Ready", status="False", reason="B", message="m", now="t2"
-    )
-    flipped = status.upsert_condition(
-        same, type="Ready", status="True", reason="C", message="", now="t3"
-    )
-    assert [c["lastTransitionTime"] for c in (first[0], same[0], flipped[0])] == ["t1", "t1", "t3"]
-    assert same[0]["reason"] == "B" and same[0]["message"] == "m"
-
-
-def test_upserting_one_condition_keeps_the_others():
-    conditions = [{"type": "SLOsMet", "status": "True", "reason": "Met", "message": ""}]
-    result = status.upsert_condition(
-        conditions, type="Ready", status="True", reason="R", message="", now="t"
-    )
-    assert [c["type"] for c in result] == ["SLOsMet", "Ready"]
 
 
 def test_ready_keeps_a_phase_the_analysis_set_and_invalid_resets_it():
@@ -193,7 +171,7 @@ def test_the_status_patch_keeps_ready_and_takes_the_analysis_conditions():
     outcome = AnalysisOutcome(
         status={"phase": "Healthy", "pods": {"unreachable": ["x"]}},
         events=[],
-        conditions=[{"type": "SLOsMet", "status": "True", "reason": "AllMet", "message": "ok"}],
+        conditions=[condition("SLOsMet", "True", reason="AllMet", message="ok")],
     )
     current = [{"type": "Ready", "status": "True", "reason": "SidecarConfigured", "message": ""}]
     counts = PodCounts(selected=2, monitored=2)

@@ -16,6 +16,7 @@ from driftline_operator.rollout.compare import ComparisonVerdict, compare, judge
 from driftline_operator.rollout.machine import (
     PROMOTE,
     ROLLBACK,
+    ControlError,
     Controls,
     Decision,
     PromoteCanary,
@@ -328,7 +329,7 @@ def test_an_unknown_control_names_the_object_and_the_fix():
         "pause"
     )
     with pytest.raises(
-        ValueError, match=r"ModelMonitor ml/fraud: annotation driftline.io/rollout="
+        ControlError, match=r"ModelMonitor ml/fraud: annotation driftline.io/rollout="
     ):
         Controls.from_annotations({"driftline.io/rollout": "go"}, owner="ml/fraud")
 

@@ -11,9 +11,10 @@ from prometheus_client import CollectorRegistry
 from scipy import stats
 
 from driftline_sidecar.contract.config import PredictionConfig, RoutingConfig
+from driftline_sidecar.contract.reader import shadow_counts_from_samples
 from driftline_sidecar.protocols import Extractor
 from driftline_sidecar.routing import CanarySplit
-from driftline_sidecar.routing_metrics import RoutingMetrics, shadow_counts
+from driftline_sidecar.routing_metrics import RoutingMetrics
 from driftline_sidecar.shadow import Outcome, compare_answers, parse_request
 
 CANARY = "http://fraud-canary.ml.svc:80"
@@ -167,8 +168,7 @@ def test_shadow_counts_read_back_what_the_metrics_counted() -> None:
     metrics.shadow_duration["shadow"].observe(20.0)  # beyond the last bound: +Inf
     metrics.routed_canary.inc()
 
-    counts = shadow_counts(registry.collect())
-    assert metrics.shadow_counts() == counts
+    counts = shadow_counts_from_samples(s for f in registry.collect() for s in f.samples)
     assert (counts.mirrored, counts.dropped, counts.compared, counts.agreed) == (7, 2, 5, 4)
     assert (counts.stable_errors, counts.shadow_errors) == (1, 3)
     assert counts.abs_difference_sum == 0.75 and counts.rel_difference_sum == 0.125

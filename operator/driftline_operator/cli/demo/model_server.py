@@ -175,6 +175,8 @@ class ModelServer:
 
     def _kserve(self, document: dict[str, Any]) -> dict[str, Any]:
         rows = document.get("instances", document.get("inputs"))
+        if not isinstance(rows, list):
+            raise ValueError("expected a list of rows in instances or inputs")
         p = self.model.probability(self.model.matrix(rows))
         # Like scikit-learn's predict_proba: [P(class 0), P(class 1)] per row.
         return {"predictions": np.column_stack([1.0 - p, p]).tolist()}

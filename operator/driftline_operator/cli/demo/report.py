@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from driftline_operator.analysis.signals import figures
 from driftline_operator.analysis.windows import Window
 from driftline_operator.api.spec import Rollout, Slo
 from driftline_operator.cli.demo.fleet import Fleet
-from driftline_operator.cli.demo.loop import Tick
 from driftline_operator.rollout.compare import ComparisonVerdict
+
+if TYPE_CHECKING:  # story imports this module
+    from driftline_operator.cli.demo.story import Tick
 
 PROMOTION_MEANS = (
     "promotion here: the stable model server restarted with the candidate's weights and "
@@ -66,11 +70,13 @@ def tick(number: int, t: Tick, *, started: float, steps: int) -> str:
         )
     if t.verdict is not None:
         lines.append(f"         verdict {t.verdict.verdict}")
-    event = t.decision.event
+    event = t.decision.event if t.decision is not None else None
     if event is not None:
         lines.append(f"         decision {event.reason}: {event.message}")
-    else:
+    elif t.decision is not None:
         lines.append(f"         decision hold: {t.state.decision or 'waiting for the step to end'}")
+    for problem in t.problems:
+        lines.append(f"         problem: {problem}")
     for pod, why in t.unreachable.items():
         lines.append(f"         left out {pod}: {why}")
     return "\n".join(lines)

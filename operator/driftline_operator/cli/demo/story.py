@@ -2,8 +2,10 @@
 
 Trains a small model and a candidate for the chosen scenario, starts each
 behind its own sidecar, sends steady traffic through the stable sidecar, and
-runs the operator's loop every interval (`demo.loop.CanaryLoop`: collect,
-window, compare, decide, act) with the sidecar router, printing each tick.
+runs the operator's own rollout loop every interval (`rollout.loop.RolloutLoop`:
+judge, decide, act) on windows collected from the sidecars, with the demo's
+processes standing in for Deployments (`FleetWorkloads`) and a status dict
+for the ModelMonitor, printing each tick.
 Exits 0 when the outcome is the one the scenario should have (promoted for
 healthy, rolled back otherwise), 1 otherwise.
 """
@@ -12,32 +14,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from driftline_operator.api.spec import Rollout, Slo, parse_duration
+from driftline_operator.analysis.windows import Window, WindowTracker
+from driftline_operator.api.spec import ModelMonitorSpec, Rollout, Slo
+from driftline_operator.api.values import parse_duration
 from driftline_operator.cli.demo import report
 from driftline_operator.cli.demo.fleet import Fleet, FleetError
-from driftline_operator.cli.demo.loop import CanaryLoop, Tick
 from driftline_operator.cli.demo.router import DEMO_TARGET, LocalSidecarRouter
 from driftline_operator.cli.demo.traffic import Traffic
 from driftline_operator.cli.demo.training import SCENARIOS, Scenario, models
+from driftline_operator.rollout.compare import ComparisonVerdict
+from driftline_operator.rollout.loop import Revision, RolloutLoop, state_of
 from driftline_operator.rollout.machine import (
     Action,
+    Decision,
     PromoteCanary,
     RestoreRevision,
+    RolloutError,
+    RolloutState,
     ScaleCanaryToZero,
     SetWeight,
     StartCanary,
 )
-from driftline_operator.rollout.routers import RouterError
+from driftline_operator.rollout.routers import Router, RouterError, RouteTarget
 from driftline_operator.sources import PodTarget
 from driftline_operator.sources.sidecar import SidecarSource
 
@@ -58,46 +67,92 @@ class Options:
     seed: int = 1
 
 
-def rollout_spec(options: Options) -> Rollout:
-    """The ModelMonitor's spec.rollout the demo runs (validated as the CRD would)."""
+def monitor_spec(options: Options) -> ModelMonitorSpec:
+    """The ModelMonitor the demo runs (validated as the CRD would)."""
     deadline = options.progress_deadline or f"{5 * parse_duration(options.interval):g}s"
-    return Rollout.model_validate(
+    return ModelMonitorSpec.model_validate(
         {
-            "strategy": "canary",
-            "stableRef": {"name": DEMO_TARGET.stable},
-            "canaryRef": {"name": DEMO_TARGET.canary},
-            "canaryService": {"name": DEMO_TARGET.canary_service},
-            "router": "sidecar",
-            "steps": list(options.steps),
-            "interval": options.interval,
-            "failureLimit": options.failure_limit,
-            "progressDeadline": deadline,
+            "selector": {"matchLabels": {"app": DEMO_TARGET.monitor}},
+            "model": {"name": DEMO_TARGET.monitor},
+            "slos": SLOS,
+            "rollout": {
+                "strategy": "canary",
+                "stableRef": {"name": DEMO_TARGET.stable},
+                "canaryRef": {"name": DEMO_TARGET.canary},
+                "canaryService": {"name": DEMO_TARGET.canary_service},
+                "router": "sidecar",
+                "steps": list(options.steps),
+                "interval": options.interval,
+                "failureLimit": options.failure_limit,
+                "progressDeadline": deadline,
+            },
         }
     )
 
 
-class DemoActions:
-    """A decision's actions on the demo's processes (the operator's
-    `deployments.carry_out`, with processes for Deployments)."""
+def rollout_spec(options: Options) -> Rollout:
+    return monitor_spec(options).rollout
+
+
+class FleetWorkloads:
+    """`rollout.loop.Workloads` on the demo's processes: the fleet stands in
+    for the Deployments, the local sidecar router for the cluster's."""
 
     def __init__(self, fleet: Fleet, router: LocalSidecarRouter) -> None:
         self.fleet = fleet
-        self.router = router
+        self._router = router
 
-    async def take(self, action: Action) -> None:
-        match action:
-            case SetWeight(weight=weight):
-                await self.router.set_weight(DEMO_TARGET, weight)
-            case StartCanary():
-                pass  # the demo's canary runs from the start
-            case PromoteCanary():
-                await self.fleet.promote()
-            case ScaleCanaryToZero():
-                await self.fleet.stop_canary()
-            case RestoreRevision():
-                raise RouterError(
-                    "the demo runs a canary rollout; guard's undo has no meaning here"
-                )
+    def router(self, name: str) -> Router:
+        return self._router
+
+    async def revision(self, name: str) -> str:
+        pod = self.fleet.canary if name == DEMO_TARGET.canary else self.fleet.stable
+        return pod.revision
+
+    async def revisions(self, name: str) -> list[Revision]:
+        raise RolloutError("the demo runs a canary rollout; guard has no meaning here")
+
+    async def owner(self, pods: Sequence[Mapping[str, Any]], *, who: str) -> str:
+        raise RolloutError("the demo runs a canary rollout; guard has no meaning here")
+
+    async def carry_out(
+        self,
+        actions: Sequence[Action],
+        *,
+        router: Router | None,
+        target: RouteTarget,
+        deployment: str | None = None,
+    ) -> None:
+        for action in actions:
+            match action:
+                case SetWeight(weight=weight):
+                    await self._router.set_weight(target, weight)
+                case StartCanary():
+                    pass  # the demo's canary runs from the start
+                case PromoteCanary():
+                    await self.fleet.promote()
+                case ScaleCanaryToZero():
+                    await self.fleet.stop_canary()
+                case RestoreRevision():
+                    raise RouterError(
+                        "the demo runs a canary rollout; guard's undo has no meaning here"
+                    )
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What one tick saw and decided, for the printout and the tests."""
+
+    now: float
+    before: RolloutState
+    state: RolloutState
+    decision: Decision | None  # None: an action failed and is retried next tick
+    stable: Window | None
+    canary: Window | None
+    verdict: ComparisonVerdict | None
+    stable_is_last_full_window: bool = False  # weight 100 %: see compare.StableBaseline
+    unreachable: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # Warning Events of the tick
 
 
 class DemoRun:
@@ -106,13 +161,19 @@ class DemoRun:
 
     def __init__(self, options: Options, *, workdir: Path) -> None:
         self.options = options
-        self.spec = rollout_spec(options)
-        self.interval = parse_duration(options.interval)
+        self.monitor_spec = monitor_spec(options)
+        self.spec = self.monitor_spec.rollout
+        self.interval = self.spec.interval.seconds
         stable, candidate = models(options.scenario, seed=options.seed)
         self.fleet = Fleet(workdir=workdir, stable=stable, candidate=candidate)
         self.traffic = Traffic(self.fleet.stable.proxy_url, rps=options.rps, seed=options.seed)
         self.source = SidecarSource()
-        self.loop: CanaryLoop | None = None
+        self.tracker = WindowTracker()
+        # The ModelMonitor as the API would hold it: the loop reads its state
+        # from .status and the demo merges each tick's status into it.
+        self.monitor: dict[str, Any] = {"metadata": {"name": "demo"}, "status": {}}
+        self.targets: list[PodTarget] = []
+        self.loop: RolloutLoop | None = None
         self.started = 0.0
         self._ticks = 0
 
@@ -124,13 +185,13 @@ class DemoRun:
             token=self.fleet.token,
             session=self.fleet.session,
         )
-        targets = [_target(self.fleet, "stable"), _target(self.fleet, "canary")]
-        self.loop = CanaryLoop(
-            spec=self.spec,
-            slos=SLOS,
-            source=self.source,
-            targets=targets,
-            actions=DemoActions(self.fleet, router),
+        self.targets = [_target(self.fleet, "stable"), _target(self.fleet, "canary")]
+        self.loop = RolloutLoop(
+            workloads=FleetWorkloads(self.fleet, router),
+            namespace=DEMO_TARGET.namespace,
+            name=DEMO_TARGET.monitor,
+            admin_token=self.fleet.token,
+            logger=logging.getLogger("driftline.demo"),
         )
         self.traffic.start()
         self.started = time.time()
@@ -148,15 +209,33 @@ class DemoRun:
         scheduled = self.started + self._ticks * self.interval
         await asyncio.sleep(max(0.0, scheduled - time.time()))
         self._ticks += 1
-        return await self.loop.tick(
+        collection = await self.source.collect(self.targets, now=scheduled)
+        windows = self.tracker.advance(collection)
+        before = self.state
+        outcome = await self.loop.tick(
+            spec=self.monitor_spec, monitor=self.monitor, pods=[], windows=windows, now=scheduled
+        )
+        self.monitor["status"].update(outcome.status)  # as the operator patches status
+        return Tick(
             now=scheduled,
-            canary_revision=self.fleet.canary.revision,
-            stable_revision=self.fleet.stable.revision,
+            before=before,
+            state=self.state,
+            decision=outcome.decision,
+            stable=windows.roles.get("stable"),
+            canary=windows.roles.get("canary"),
+            verdict=outcome.verdict,
+            stable_is_last_full_window=outcome.baseline_substituted,
+            unreachable={**collection.unreachable, **windows.skipped},
+            problems=[e.message for e in outcome.events if e.type == "Warning"],
         )
 
     @property
+    def state(self) -> RolloutState:
+        return state_of(self.monitor)
+
+    @property
     def finished(self) -> bool:
-        return self.loop is not None and self.loop.finished
+        return self.state.phase in ("Succeeded", "Failed")
 
 
 async def run(options: Options, *, out: TextIO, quiet: bool = False) -> bool:
@@ -184,17 +263,17 @@ async def run(options: Options, *, out: TextIO, quiet: bool = False) -> bool:
                     file=out,
                     flush=True,
                 )
-        state = demo.loop.state if demo.loop else None
+        state = demo.state
         routing = await demo.fleet.routing()
         elapsed = time.time() - demo.started
-    promoted = state is not None and state.phase == "Succeeded"
+    promoted = state.phase == "Succeeded"
     expected = options.scenario == "healthy"
     outcome = "promoted" if promoted else "rolled back"
     verdict = "as expected" if promoted == expected else "NOT the expected outcome"
     print(
         f"\nOutcome: {outcome} ({verdict} for scenario {options.scenario}) after {elapsed:.0f}s; "
         f"{report.PROMOTION_MEANS if promoted else report.ROLLBACK_MEANS}.\n"
-        f"  last decision: {state.decision if state else '-'}\n"
+        f"  last decision: {state.decision or '-'}\n"
         f"  stable sidecar routing now (GET /v1/config): canary_weight "
         f"{routing.get('canary_weight', 0.0):g}\n"
         f"  clients saw: {_outcomes(demo.traffic.outcomes)}",
@@ -273,7 +352,8 @@ def _spec_problem(error: Exception) -> str:
         return str(error)
     problems = []
     for e in error.errors():
-        where = _FLAGS.get(str(e["loc"][0]), "") if e["loc"] else ""
+        loc = [str(part) for part in e["loc"] if part != "rollout"]
+        where = _FLAGS.get(loc[0], "") if loc else ""
         problems.append(f"{where + ': ' if where else ''}{e['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)
 

@@ -112,4 +112,4 @@ def models(scenario: Scenario, *, seed: int) -> tuple[Serving, Serving]:
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.rollout.machine import ActionError
 
 
-class RouterError(Exception):
+class RouterError(ActionError):
     """A router could not do its job; the message names the object and the fix."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from kubernetes.client import ApiClient
 
 from driftline_operator.rollout.routers import Router, RouterError
@@ -13,7 +15,7 @@ from driftline_operator.rollout.routers.sidecar import SidecarRouter
 
 def router_for(name: str, api: ApiClient) -> Router:
     """The router named in `spec.rollout.router`."""
-    routers: dict[str, type[Router]] = {
+    routers: dict[str, Callable[[ApiClient], Router]] = {
         "sidecar": SidecarRouter,
         "gateway-api": GatewayApiRouter,
         "istio": IstioRouter,
@@ -23,4 +25,4 @@ def router_for(name: str, api: ApiClient) -> Router:
         raise RouterError(
             f"spec.rollout.router {name!r} is not one of {', '.join(routers)}; pick one of them"
         )
-    return routers[name](api)  # type: ignore[call-arg]
+    return routers[name](api)

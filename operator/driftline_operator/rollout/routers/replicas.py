@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from kubernetes.client import ApiClient
 
-from driftline_operator.kube import DEPLOYMENTS, aget, apatch
+from driftline_operator.kube import DEPLOYMENTS, aget, apatch, aread
 from driftline_operator.rollout.routers import RouteTarget
 
 
@@ -42,10 +42,14 @@ class ReplicasRouter:
                 )
 
     async def get_weight(self, target: RouteTarget) -> float:
+        if await aread(self.api, DEPLOYMENTS, target.namespace, target.canary) is None:
+            return 0.0  # no canary Deployment, no canary pods
         stable, canary = await self._replicas(target)
         return 100.0 * canary / (stable + canary) if stable + canary else 0.0
 
     async def finalize(self, target: RouteTarget) -> None:
+        if await aread(self.api, DEPLOYMENTS, target.namespace, target.canary) is None:
+            return  # nothing to take traffic from
         await self.set_weight(target, 0.0)
 
 

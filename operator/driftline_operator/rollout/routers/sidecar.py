@@ -52,7 +52,11 @@ class SidecarRouter:
         return float((document.get("routing") or {}).get("canary_weight", 0.0))
 
     async def finalize(self, target: RouteTarget) -> None:
-        await self.set_weight(target, 0.0)
+        # Only the weight: weight 0 needs no canary URL, so finalizing works
+        # even when the canary's Service is already gone.
+        routing = {"canary_weight": 0.0}
+        await self._write_config_map(target, routing)
+        await self._push(target, routing)
 
     async def _canary_url(self, target: RouteTarget) -> str:
         port = target.canary_port

@@ -1,0 +1,106 @@
+"""The names of the sidecar's Prometheus metrics, their labels, and the fixed
+label values the snapshot is read from: spelled here once.
+
+The sidecar defines its metrics with them (``driftline_sidecar.metrics`` and
+``routing_metrics``), and ``contract.reader`` reads the samples back with them,
+in the sidecar (``/v1/snapshot``) and in the operator's Prometheus source.
+
+A counter's name ends in ``_total`` as its samples do (prometheus_client drops
+it from the family name only); a histogram's or summary's samples add
+``_bucket``, ``_sum`` and ``_count`` to its name.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+PREFIX: Final = "driftline_"
+
+# Labels of every series: the sidecar's model, version and role.
+MODEL: Final = "model"
+VERSION: Final = "version"
+ROLE: Final = "role"
+BASE_LABELS: Final = (MODEL, VERSION, ROLE)
+
+# Further labels (bounded values only).
+PROFILE_SHA256: Final = "profile_sha256"
+CODE: Final = "code"
+FEATURE: Final = "feature"
+BIN: Final = "bin"  # "0" is the lowest bin
+CLASS: Final = "class"
+REASON: Final = "reason"
+QUEUE: Final = "queue"
+KIND: Final = "kind"
+TARGET: Final = "target"
+OUTCOME: Final = "outcome"
+SIDE: Final = "side"
+
+# The sidecar: identity, requests and capture.
+SIDECAR_INFO: Final = PREFIX + "sidecar_info"  # {profile_sha256}, always 1
+REQUESTS: Final = PREFIX + "requests_total"  # {code}
+REQUESTS_IN_FLIGHT: Final = PREFIX + "requests_in_flight"
+REQUEST_DURATION: Final = PREFIX + "request_duration_seconds"  # histogram
+UPSTREAM_DURATION: Final = PREFIX + "upstream_duration_seconds"  # histogram
+REQUEST_BYTES: Final = PREFIX + "request_bytes_total"
+RESPONSE_BYTES: Final = PREFIX + "response_bytes_total"
+CAPTURE_RECORDS: Final = PREFIX + "capture_records_total"
+CAPTURE_BODIES_PARSED: Final = PREFIX + "capture_bodies_parsed_total"
+CAPTURE_SKIPPED: Final = PREFIX + "capture_skipped_total"  # {reason: SkipReason}
+CAPTURE_DROPPED: Final = PREFIX + "capture_dropped_total"  # {queue: DropQueue}
+SCHEMA_VIOLATIONS: Final = PREFIX + "schema_violations_total"  # {kind: SchemaViolation}
+
+# Binned features and predictions.
+FEATURE_BIN: Final = PREFIX + "feature_bin_total"  # {feature, bin}
+FEATURE_MISSING: Final = PREFIX + "feature_missing_total"  # {feature}
+FEATURE_OUT_OF_RANGE: Final = PREFIX + "feature_out_of_range_total"  # {feature}
+PREDICTION_CLASS: Final = PREFIX + "prediction_class_total"  # {class}
+PREDICTION_BIN: Final = PREFIX + "prediction_bin_total"  # {bin}
+PREDICTION_MISSING: Final = PREFIX + "prediction_missing_total"
+PREDICTION_OUT_OF_RANGE: Final = PREFIX + "prediction_out_of_range_total"
+PREDICTION_SCORE: Final = PREFIX + "prediction_score"  # histogram
+
+# The canary split and the shadow mirror.
+ROUTED_REQUESTS: Final = PREFIX + "routed_requests_total"  # {target: ROUTED_TO_CANARY}
+SHADOW_REQUESTS: Final = PREFIX + "shadow_requests_total"  # {outcome: ShadowOutcome}
+SHADOW_REQUESTS_IN_FLIGHT: Final = PREFIX + "shadow_requests_in_flight"
+SHADOW_ERRORS: Final = PREFIX + "shadow_errors_total"  # {side: Side}
+SHADOW_DURATION: Final = PREFIX + "shadow_duration_seconds"  # {side: Side}, histogram
+SHADOW_ABS_DIFFERENCE: Final = PREFIX + "shadow_abs_difference"  # summary
+SHADOW_REL_DIFFERENCE: Final = PREFIX + "shadow_rel_difference"  # summary
+
+ROUTED_TO_CANARY: Final = "canary"
+
+
+class SkipReason(StrEnum):
+    """Why an exchange was forwarded but not captured."""
+
+    UNPARSED = "unparsed"
+    TOO_LARGE = "too_large"
+
+
+class DropQueue(StrEnum):
+    """The queue that was full."""
+
+    CAPTURE = "capture"
+    LOG = "log"
+
+
+class SchemaViolation(StrEnum):
+    UNKNOWN_FIELD = "unknown_field"
+    WRONG_TYPE = "wrong_type"
+    MISSING_FIELD = "missing_field"
+
+
+class ShadowOutcome(StrEnum):
+    MIRRORED = "mirrored"
+    DROPPED = "dropped"
+    COMPARED = "compared"
+    AGREED = "agreed"
+
+
+class Side(StrEnum):
+    """Which upstream a mirrored request's error or latency is counted for."""
+
+    STABLE = "stable"
+    SHADOW = "shadow"

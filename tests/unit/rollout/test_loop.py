@@ -1,0 +1,223 @@
+"""The operator's rollout loop on snapshots built in memory, with workloads
+that record what they are asked to do: it windows, compares, decides and
+takes the actions in order, at weight 100 % judges the canary against
+stable's last full window, and keeps a decision whose actions failed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from driftline_operator.analysis.windows import WindowTracker
+from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.rollout.loop import Revision, RolloutLoop, RolloutOutcome, state_of
+from driftline_operator.rollout.machine import (
+    Action,
+    ActionError,
+    PromoteCanary,
+    RolloutState,
+    ScaleCanaryToZero,
+    SetWeight,
+    StartCanary,
+)
+from driftline_operator.rollout.routers import Router, RouteTarget
+from driftline_operator.sources import Collection, PodTarget
+from driftline_sidecar.contract.snapshot import BinCounts, Histogram, ProcessInfo, Snapshot
+
+SPEC = ModelMonitorSpec.model_validate(
+    {
+        "selector": {"matchLabels": {"app": "m"}},
+        "model": {"name": "m"},
+        "rollout": {
+            "strategy": "canary",
+            "stableRef": {"name": "v1"},
+            "canaryRef": {"name": "v2"},
+            "canaryService": {"name": "v2"},
+            "steps": [50, 100],
+            "interval": "10s",
+        },
+    }
+)
+TARGETS = [
+    PodTarget("stable", "127.0.0.1", 1, "stable"),
+    PodTarget("canary", "127.0.0.1", 2, "canary"),
+]
+SCORES = [10, 20, 40, 20, 10]  # one window's prediction counts per 100 requests
+
+
+class CountingSource:
+    """Cumulative snapshots that grow by what the test says each role served."""
+
+    def __init__(self) -> None:
+        self.served = {"stable": 0, "canary": 0}
+        self.errors = {"stable": 0, "canary": 0}
+
+    def serve(self, role: str, requests: int, *, errors: int = 0) -> None:
+        self.served[role] += requests
+        self.errors[role] += errors
+
+    def _snapshot(self, role: str, now: float) -> Snapshot:
+        n, e = self.served[role], self.errors[role]
+        latency = Histogram()
+        latency.counts[2] = n  # every request in the same fast bucket
+        return Snapshot(
+            process=ProcessInfo(id=role, pid=1, start_time=0.0),
+            taken_at=now,
+            model="demo",
+            version="v1",
+            role=role,  # type: ignore[arg-type]
+            requests={"200": n - e, "500": e},
+            latency=latency,
+            prediction=BinCounts(counts=[c * n // 100 for c in SCORES]),
+        )
+
+    async def collect(self, targets: Sequence[PodTarget], *, now: float) -> Collection:
+        collection = Collection(taken_at=now)
+        for target in targets:
+            collection.snapshots[target.name] = self._snapshot(target.role, now)
+        return collection
+
+    async def is_online(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+class RecordingWorkloads:
+    """`Workloads` that record the actions; `failing` makes the next carry_out fail."""
+
+    def __init__(self) -> None:
+        self.taken: list[Action] = []
+        self.failing = False
+
+    def router(self, name: str) -> Router:
+        return _NoRouter()  # the weights are actions, recorded by carry_out
+
+    async def revision(self, name: str) -> str:
+        return {"v1": "a", "v2": "b"}[name]
+
+    async def revisions(self, name: str) -> list[Revision]:
+        return []
+
+    async def owner(self, pods: Sequence[Mapping[str, Any]], *, who: str) -> str:
+        return "v1"
+
+    async def carry_out(
+        self,
+        actions: Sequence[Action],
+        *,
+        router: Router | None,
+        target: RouteTarget,
+        deployment: str | None = None,
+    ) -> None:
+        if self.failing:
+            self.failing = False
+            raise ActionError("the API server is away")
+        self.taken.extend(actions)
+
+
+class Harness:
+    """The loop with a ModelMonitor held in memory, as the API would hold it."""
+
+    def __init__(self) -> None:
+        self.source = CountingSource()
+        self.workloads = RecordingWorkloads()
+        self.tracker = WindowTracker()
+        self.monitor: dict[str, Any] = {"metadata": {}, "status": {}}
+        self.loop = RolloutLoop(
+            workloads=self.workloads,
+            namespace="ml",
+            name="m",
+            admin_token=None,
+            logger=logging.getLogger("test"),
+        )
+
+    async def tick(self, now: float) -> RolloutOutcome:
+        windows = self.tracker.advance(await self.source.collect(TARGETS, now=now))
+        outcome = await self.loop.tick(
+            spec=SPEC, monitor=self.monitor, pods=[], windows=windows, now=now
+        )
+        self.monitor["status"].update(outcome.status)
+        return outcome
+
+    @property
+    def state(self) -> RolloutState:
+        return state_of(self.monitor)
+
+
+class _NoRouter:
+    async def set_weight(self, target: RouteTarget, weight: float) -> None: ...
+
+    async def get_weight(self, target: RouteTarget) -> float:
+        return 0.0
+
+    async def finalize(self, target: RouteTarget) -> None: ...
+
+
+@pytest.mark.asyncio
+async def test_healthy_canary_walks_the_steps_and_is_promoted() -> None:
+    h = Harness()
+    first = await h.tick(0.0)
+    assert first.decision is not None and first.decision.event is not None
+    assert first.decision.event.reason == "RolloutStarted"
+    assert h.workloads.taken == [StartCanary(), SetWeight(50.0)]
+
+    h.source.serve("stable", 500)
+    h.source.serve("canary", 500)
+    second = await h.tick(10.0)
+    assert second.verdict is not None and second.verdict.verdict == "ok"
+    assert h.state.weight == 100.0 and h.workloads.taken[-1] == SetWeight(100.0)
+
+    h.source.serve("canary", 1000)  # at 100 % stable serves nothing
+    third = await h.tick(20.0)
+    assert third.baseline_substituted
+    assert third.verdict is not None and third.verdict.stable_requests == 500
+    assert h.state.phase == "Succeeded"
+    assert h.workloads.taken[-3:] == [PromoteCanary(), SetWeight(0.0), ScaleCanaryToZero()]
+
+
+@pytest.mark.asyncio
+async def test_an_empty_stable_window_below_100_percent_is_not_replaced() -> None:
+    h = Harness()
+    await h.tick(0.0)
+    h.source.serve("stable", 500)
+    h.source.serve("canary", 500)
+    await h.tick(5.0)  # held: not 10s yet
+    h.source.serve("canary", 500)
+    held = await h.tick(8.0)
+    assert not held.baseline_substituted
+    assert held.verdict is not None and held.verdict.verdict == "insufficient_data"
+    assert h.state.weight == 50.0
+
+
+@pytest.mark.asyncio
+async def test_failing_canary_is_rolled_back_after_the_failure_limit() -> None:
+    h = Harness()
+    await h.tick(0.0)
+    for now in (10.0, 20.0):
+        h.source.serve("stable", 500)
+        h.source.serve("canary", 500, errors=100)
+        tick = await h.tick(now)
+    assert h.state.phase == "Failed"
+    assert tick.decision is not None and tick.decision.event is not None
+    assert tick.decision.event.reason == "RolledBack"
+    assert "errorRate" in tick.decision.event.message
+    assert h.workloads.taken[-2:] == [SetWeight(0.0), ScaleCanaryToZero()]
+
+
+@pytest.mark.asyncio
+async def test_a_decision_whose_actions_failed_changes_no_status_and_is_retried() -> None:
+    h = Harness()
+    h.workloads.failing = True
+    failed = await h.tick(0.0)
+    assert failed.status == {} and h.state.phase is None
+    assert [(e.type, e.reason) for e in failed.events] == [("Warning", "RolloutError")]
+    assert "the API server is away" in failed.events[0].message
+    retried = await h.tick(1.0)
+    assert retried.decision is not None and retried.decision.event is not None
+    assert retried.decision.event.reason == "RolloutStarted"
+    assert h.workloads.taken == [StartCanary(), SetWeight(50.0)]
