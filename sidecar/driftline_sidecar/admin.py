@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from driftline_sidecar.contract.config import SidecarConfig
 from driftline_sidecar.contract.snapshot import ProcessInfo
-from driftline_sidecar.counts import Layout, take_snapshot
+from driftline_sidecar.counts import take_snapshot
 from driftline_sidecar.metrics import SidecarMetrics, render
 
 # The model counts as reachable if it answered a request this recently.
@@ -35,7 +35,6 @@ class AdminState:
 
     config: SidecarConfig
     metrics: SidecarMetrics
-    layout: Layout
     process: ProcessInfo
     upstream_host: str
     upstream_port: int

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline_sidecar.contract.config import SidecarConfig
+from driftline_sidecar.contract.metric_names import DropQueue, SchemaViolation, SkipReason
 from driftline_sidecar.counts import Binning, Layout
 from driftline_sidecar.metrics import SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog
@@ -69,7 +70,7 @@ class CaptureWorker:
         self._log = prediction_log
         self._flush_interval = flush_interval
         self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=config.capture.queue_size)
-        self._dropped = metrics.dropped["capture"]
+        self._dropped = metrics.dropped[DropQueue.CAPTURE]
         # Compiled once: ``extract`` would rebuild its cache key on every call.
         self._extractor = Extractor(
             protocol=config.model.protocol,
@@ -111,17 +112,17 @@ class CaptureWorker:
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
             if exchange.too_large:
-                metrics.skipped["too_large"].inc()
+                metrics.skipped[SkipReason.TOO_LARGE].inc()
                 continue
             extracted = await self._extract(exchange)
             if extracted is None:
-                metrics.skipped["unparsed"].inc()
+                metrics.skipped[SkipReason.UNPARSED].inc()
                 continue
             metrics.bodies_parsed.inc()
             metrics.records.inc(extracted.rows)
-            schema["unknown_field"] += extracted.unknown_fields
-            schema["wrong_type"] += extracted.wrong_type
-            schema["missing_field"] += extracted.missing_fields
+            schema[SchemaViolation.UNKNOWN_FIELD] += extracted.unknown_fields
+            schema[SchemaViolation.WRONG_TYPE] += extracted.wrong_type
+            schema[SchemaViolation.MISSING_FIELD] += extracted.missing_fields
             for name, column in batch.columns.items():
                 column.extend(extracted.features.get(name, [None] * extracted.rows))
             batch.predictions.extend(extracted.predictions)
@@ -204,7 +205,7 @@ class CaptureWorker:
                 "status": exchange.status,
             }
             if not self._log.write(record):
-                self._metrics.dropped["log"].inc()
+                self._metrics.dropped[DropQueue.LOG].inc()
 
 
 def _count_binned(

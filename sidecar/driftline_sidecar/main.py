@@ -252,7 +252,6 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
     state = AdminState(
         config=config,
         metrics=metrics,
-        layout=layout,
         process=new_process_info(),
         upstream_host=upstream_host,
         upstream_port=upstream_port,

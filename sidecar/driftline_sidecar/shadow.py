@@ -30,6 +30,7 @@ import aiohttp
 from yarl import URL
 
 from driftline_sidecar.contract.config import SidecarConfig
+from driftline_sidecar.contract.metric_names import ShadowOutcome, Side
 from driftline_sidecar.protocols import Extractor, UnparsableBody
 from driftline_sidecar.routing_metrics import RoutingMetrics
 
@@ -126,8 +127,8 @@ class ShadowMirror:
         self._session = session
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
-        self._mirrored = metrics.shadow["mirrored"]
-        self._dropped = metrics.shadow["dropped"]
+        self._mirrored = metrics.shadow[ShadowOutcome.MIRRORED]
+        self._dropped = metrics.shadow[ShadowOutcome.DROPPED]
         self.update(config)
 
     def update(self, config: SidecarConfig) -> None:
@@ -175,9 +176,9 @@ class ShadowMirror:
         self._metrics.shadow_in_flight.inc()
         self._mirrored.inc()
         if status >= 500:
-            self._metrics.shadow_errors["stable"].inc()
+            self._metrics.shadow_errors[Side.STABLE].inc()
         if upstream_seconds is not None:
-            self._metrics.shadow_duration["stable"].observe(upstream_seconds)
+            self._metrics.shadow_duration[Side.STABLE].observe(upstream_seconds)
         task = asyncio.get_running_loop().create_task(self._mirror(exchange, self._url))
         self._tasks.add(task)  # a task nobody references can be collected mid-flight
         task.add_done_callback(self._tasks.discard)
@@ -204,7 +205,7 @@ class ShadowMirror:
 
     async def _send(self, request: _Request, base: str | None) -> tuple[int, bytes] | None:
         """The shadow's status and body, or None when it failed (counted)."""
-        errors = self._metrics.shadow_errors["shadow"]
+        errors = self._metrics.shadow_errors[Side.SHADOW]
         started = perf_counter()
         try:
             async with self._session.request(
@@ -215,7 +216,7 @@ class ShadowMirror:
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
-                self._metrics.shadow_duration["shadow"].observe(perf_counter() - started)
+                self._metrics.shadow_duration[Side.SHADOW].observe(perf_counter() - started)
                 status = response.status
                 body = await response.read()
         except (TimeoutError, aiohttp.ClientError) as error:
@@ -239,9 +240,9 @@ class ShadowMirror:
         if outcome is None:
             return
         metrics = self._metrics
-        metrics.shadow["compared"].inc()
+        metrics.shadow[ShadowOutcome.COMPARED].inc()
         if outcome.agreed:
-            metrics.shadow["agreed"].inc()
+            metrics.shadow[ShadowOutcome.AGREED].inc()
         if outcome.abs_difference is not None:
             metrics.abs_difference.observe(outcome.abs_difference)
         if outcome.rel_difference is not None:

@@ -332,3 +332,26 @@ def read_config_map(api: ApiClient, namespace: str, name: str) -> dict[str, Any]
             return None
         raise
     return json.loads(response.data)
+
+
+def deployment(name: str, app: str, *, image: str, replicas: int, canary: bool) -> dict[str, Any]:
+    track = "canary" if canary else "stable"
+    labels = {"app": app, "track": track}
+    pod_labels = {**labels, **({"driftline.io/role": "canary"} if canary else {})}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                # No webhook on this control plane: the pods say they carry the sidecar.
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {"driftline.io/injected": "true"},
+                },
+                "spec": {"containers": [{"name": "model", "image": image}]},
+            },
+        },
+    }

@@ -28,6 +28,7 @@ from _harness import (
     ControlPlane,
     Operator,
     create_monitor,
+    deployment,
     events_for,
     free_port,
     get_monitor,
@@ -155,28 +156,6 @@ def world(
     api.close()
 
 
-def deployment(name: str, app: str, *, image: str, replicas: int, canary: bool) -> dict[str, Any]:
-    labels = {"app": app, "track": "canary" if canary else "stable"}
-    pod_labels = {**labels, **({"driftline.io/role": "canary"} if canary else {})}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                # No webhook on this control plane: the pods say they carry the sidecar.
-                "metadata": {
-                    "labels": pod_labels,
-                    "annotations": {"driftline.io/injected": "true"},
-                },
-                "spec": {"containers": [{"name": "model", "image": image}]},
-            },
-        },
-    }
-
-
 def canary_at_half(api: ApiClient, ns: str, app: str, kubelet: SidecarKubelet) -> SidecarProcess:
     """A canary rollout of `app` that the operator has taken to 50 % and holds there."""
     spec = {
@@ -214,6 +193,8 @@ def canary_at_half(api: ApiClient, ns: str, app: str, kubelet: SidecarKubelet) -
     apps.create_namespaced_deployment(
         ns, deployment(f"{app}-v2", app, image="model:2", replicas=0, canary=True)
     )
+    # The first push may find the stable pod not yet Running; the weight is
+    # reasserted every tick, so its sidecar gets it at the next one.
     sidecar = kubelet.sidecar_of(app)
     wait_for(
         f"{app}: status.rollout.weight 50", lambda: rollout_of(api, ns, app).get("weight") == 50

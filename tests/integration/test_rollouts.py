@@ -26,6 +26,7 @@ from _harness import (
     ControlPlane,
     Operator,
     create_monitor,
+    deployment,
     events_for,
     free_port,
     get_monitor,
@@ -116,29 +117,6 @@ def world(
             alerts.server.shutdown()
             alerts.server.server_close()
             assert not [e for e in kubelet.errors if "NotFound" not in e], kubelet.errors
-
-
-def deployment(name: str, app: str, *, image: str, replicas: int, canary: bool) -> dict[str, Any]:
-    track = "canary" if canary else "stable"
-    labels = {"app": app, "track": track}
-    pod_labels = {**labels, **({"driftline.io/role": "canary"} if canary else {})}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                # No webhook on this control plane: the pods say they carry the sidecar.
-                "metadata": {
-                    "labels": pod_labels,
-                    "annotations": {"driftline.io/injected": "true"},
-                },
-                "spec": {"containers": [{"name": "model", "image": image}]},
-            },
-        },
-    }
 
 
 def canary_world(

@@ -31,12 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from driftline_operator.analysis.signals import (
-    error_count,
+    MIN_REQUESTS,
     figures,
-    histogram_quantile,
-    request_count,
 )
-from driftline_operator.analysis.slo import FAST_BURN, MIN_REQUESTS, judge_slo
+from driftline_operator.analysis.slo import FAST_BURN, judge_slo
 from driftline_operator.analysis.windows import Window
 from driftline_operator.api.events import Event
 from driftline_operator.api.spec import Drift, ModelMonitorSpec
@@ -58,20 +56,6 @@ from driftline_operator.stats.policy import P_VALUE_METHODS, DriftPolicy
 from driftline_operator.stats.verdict import DatasetDrift, FeatureDrift, judge_dataset
 from driftline_sidecar.contract.profile import ReferenceProfile
 from driftline_sidecar.contract.snapshot import merge
-
-__all__ = [
-    "FAST_BURN",
-    "MIN_REQUESTS",
-    "Analysis",
-    "DriftWindow",
-    "Memory",
-    "analyze",
-    "error_count",
-    "figures",
-    "histogram_quantile",
-    "judge_slo",
-    "request_count",
-]
 
 JUDGED_ROLE = "stable"
 TOP_FEATURES = 5

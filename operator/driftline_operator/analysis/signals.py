@@ -12,6 +12,10 @@ from driftline_operator.analysis.windows import Window
 from driftline_operator.api.status import WindowFigures
 from driftline_sidecar.contract.snapshot import Histogram, Snapshot
 
+# Per window: with fewer requests a rate or a p95 is mostly noise, so SLOs and
+# canary checks say insufficient data rather than breach.
+MIN_REQUESTS = 50
+
 
 def request_count(counts: Snapshot) -> int:
     return sum(counts.requests.values())

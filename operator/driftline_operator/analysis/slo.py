@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import math
 
-from driftline_operator.analysis.signals import error_count, histogram_quantile, request_count
+from driftline_operator.analysis.signals import (
+    MIN_REQUESTS,
+    error_count,
+    histogram_quantile,
+    request_count,
+)
 from driftline_operator.analysis.windows import Window
 from driftline_operator.api.spec import Slo
 from driftline_operator.api.status import SloStatus
 from driftline_operator.stats.verdict import DatasetDrift
 
-MIN_REQUESTS = 50  # per window; fewer make a p95 or an error ratio mostly noise
 # Google SRE workbook, "Alerting on SLOs": a burn rate of 14.4 spends 2 % of a
 # 30-day error budget in one hour; paging needs it over a long AND a short window.
 FAST_BURN = 14.4

@@ -22,14 +22,18 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from driftline_operator.analysis.signals import error_count, histogram_quantile, request_count
+from driftline_operator.analysis.signals import (
+    MIN_REQUESTS,
+    error_count,
+    histogram_quantile,
+    request_count,
+)
 from driftline_operator.api.spec import Comparison, Slo
 from driftline_operator.stats import jensen_shannon
 from driftline_sidecar.contract.snapshot import Histogram, ShadowCounts, Snapshot
 
 Verdict = Literal["ok", "fail", "insufficient_data"]
 
-MIN_REQUESTS = 50  # per window; below it a rate or a p95 says little
 ALPHA = 0.05  # significance level of every one-sided test here
 
 
@@ -262,9 +266,7 @@ def compare(
         _error_check(
             error_count(stable), n1, error_count(candidate), n2, comparison.max_error_rate_increase
         ),
-        _latency_check(
-            stable.latency, candidate.latency, comparison.max_latency_increase.seconds
-        ),
+        _latency_check(stable.latency, candidate.latency, comparison.max_latency_increase.seconds),
         _score_check(stable, candidate, comparison.max_score_drift, min_requests),
         *judge_slos(candidate, slos),
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import aiohttp
@@ -51,6 +51,7 @@ from driftline_operator.rollout.machine import (
     Decision,
     RolloutError,
     RolloutState,
+    SetWeight,
     decide,
     decide_guard,
 )
@@ -232,6 +233,7 @@ class RolloutLoop:
                 canary_revision=await self._workloads.revision(target.canary),
                 stable_revision=await self._workloads.revision(target.stable),
             )
+        decision = _reasserting_weight(decision)
         outcome = await self._carry_out(
             spec, state, decision, verdict, router=router, target=target
         )
@@ -383,6 +385,17 @@ class RolloutLoop:
             outcome.events.append(Event("Warning", "RolloutError", problem))
         self._problem = problem
         return outcome
+
+
+def _reasserting_weight(decision: Decision) -> Decision:
+    """While a canary is live, every tick sets its weight again, not only a
+    step change: a stable pod that started between the ConfigMap write and
+    the push (or whose sidecar restarted from a stale mount) gets it now.
+    Routers are idempotent, so a weight already in place costs one read."""
+    live = decision.state.phase in ("Progressing", "Paused")
+    if not live or any(isinstance(a, SetWeight) for a in decision.actions):
+        return decision
+    return replace(decision, actions=(*decision.actions, SetWeight(decision.state.weight)))
 
 
 def state_of(monitor: Mapping[str, Any]) -> RolloutState:

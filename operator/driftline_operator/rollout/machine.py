@@ -63,13 +63,13 @@ class Controls:
         value = annotations.get(CONTROL_ANNOTATION)
         if value is None or value.strip() == "":
             return cls()
-        command = value.strip().lower()
-        if command not in get_args(Command):
-            raise ControlError(
-                f"ModelMonitor {owner}: annotation {CONTROL_ANNOTATION}={value!r} is not one of "
-                f"{', '.join(get_args(Command))}; set one of them or remove the annotation"
-            )
-        return cls(command)  # type: ignore[arg-type]
+        for command in get_args(Command):
+            if value.strip().lower() == command:
+                return cls(command)
+        raise ControlError(
+            f"ModelMonitor {owner}: annotation {CONTROL_ANNOTATION}={value!r} is not one of "
+            f"{', '.join(get_args(Command))}; set one of them or remove the annotation"
+        )
 
 
 # -- state ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from kubernetes.client import ApiClient
@@ -34,6 +34,7 @@ from driftline_operator.kube import (
     aget,
     alist_objects,
     apatch,
+    aread,
     aupdate,
     replacing,
     selector_of,
@@ -59,11 +60,11 @@ HASH_LABEL = "pod-template-hash"
 
 def template_of(obj: Obj) -> Obj:
     """A Deployment's or ReplicaSet's pod template, without the hash label."""
-    template = json.loads(json.dumps(obj.get("spec", {}).get("template") or {}))
+    template = cast(Obj, json.loads(json.dumps(obj.get("spec", {}).get("template") or {})))
     labels = template.get("metadata", {}).get("labels")
     if labels:
         labels.pop(HASH_LABEL, None)
-    return template  # type: ignore[no-any-return]
+    return template
 
 
 def _selector_labels(obj: Obj) -> dict[str, str]:
@@ -207,13 +208,20 @@ async def carry_out(
                 raise TypeError(f"unknown rollout action {_unreachable!r}")
 
 
-class NotFinalized(Exception):
+class NotFinalized(ActionError):
     """Traffic is not (yet) all back on stable; the message says what is left
     and why. The monitor's deletion has to wait and try again."""
 
 
 # What a router or the API raises when one step of finalizing fails.
-_FINALIZE_ERRORS = (RouterError, NotFound, ApiException, aiohttp.ClientError, TimeoutError)
+_FINALIZE_ERRORS = (
+    RouterError,
+    NotFound,
+    Conflict,
+    ApiException,
+    aiohttp.ClientError,
+    TimeoutError,
+)
 
 
 async def finalize(api: ApiClient, *, router: Router, target: RouteTarget) -> None:
@@ -222,11 +230,14 @@ async def finalize(api: ApiClient, *, router: Router, target: RouteTarget) -> No
     is asked again to confirm the canary's weight reads 0 (Flagger's
     finalizer). Every step is idempotent, so a retry repeats only harmless work.
 
-    A canary Deployment that no longer exists needs no scaling. Anything
-    else that fails raises `NotFinalized`.
+    A stable Deployment that no longer exists has no traffic to take back
+    (its namespace may be going away), and a canary Deployment that no longer
+    exists needs no scaling. Anything else that fails raises `NotFinalized`.
     """
     who = f"ModelMonitor {target.namespace}/{target.monitor}"
     try:
+        if await aread(api, DEPLOYMENTS, target.namespace, target.stable) is None:
+            return
         await router.finalize(target)
     except _FINALIZE_ERRORS as error:
         raise NotFinalized(f"{who}: could not send all traffic back to stable: {error}") from error

@@ -122,7 +122,9 @@ def _combine(a: object, b: object, sign: int) -> object:
         }  # fmt: skip
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
-            raise LayoutMismatch(f"cannot combine counts of different lengths ({len(a)} and {len(b)})")
+            raise LayoutMismatch(
+                f"cannot combine counts of different lengths ({len(a)} and {len(b)})"
+            )
         if all(type(x) is int for x in a) and all(type(y) is int for y in b):
             return [x + sign * y for x, y in zip(a, b, strict=True)]  # bin counts: the hot case
         return [_combine(x, y, sign) for x, y in zip(a, b, strict=True)]

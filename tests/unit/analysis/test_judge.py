@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftline_operator.analysis.judge import DriftWindow, Memory, analyze, histogram_quantile
-from driftline_operator.analysis.signals import figures
+from driftline_operator.analysis.judge import DriftWindow, Memory, analyze
+from driftline_operator.analysis.signals import figures, histogram_quantile
 from driftline_operator.analysis.slo import judge_slo
 from driftline_operator.analysis.windows import Window
 from driftline_operator.api.events import Event

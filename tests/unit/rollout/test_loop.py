@@ -221,3 +221,12 @@ async def test_a_decision_whose_actions_failed_changes_no_status_and_is_retried(
     assert retried.decision is not None and retried.decision.event is not None
     assert retried.decision.event.reason == "RolloutStarted"
     assert h.workloads.taken == [StartCanary(), SetWeight(50.0)]
+
+
+@pytest.mark.asyncio
+async def test_a_held_step_reasserts_its_weight_every_tick() -> None:
+    h = Harness()
+    await h.tick(0.0)
+    held = await h.tick(5.0)  # no traffic yet: nothing to decide on
+    assert held.verdict is not None and held.verdict.verdict == "insufficient_data"
+    assert h.workloads.taken == [StartCanary(), SetWeight(50.0), SetWeight(50.0)]
