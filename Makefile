@@ -1,4 +1,4 @@
-.PHONY: setup test demo lint
+.PHONY: setup test e2e demo lint
 
 setup:
 	scripts/setup.sh
@@ -6,6 +6,10 @@ setup:
 # The whole test suite, as CI runs it.
 test: setup
 	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/python -m pytest
+
+# The end-to-end tests alone: a one-node cluster, images, the chart (README).
+e2e: setup
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/python -m pytest tests/e2e
 
 # The main job: see the README.
 demo: setup

@@ -30,8 +30,8 @@ kind-up:
 		$(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s
 
 images:
-	$(DOCKER) build -f Dockerfile.operator -t $(OPERATOR_IMAGE) .
-	$(DOCKER) build -f Dockerfile.sidecar -t $(SIDECAR_IMAGE) .
+	$(DOCKER) build --target operator -t $(OPERATOR_IMAGE) .
+	$(DOCKER) build --target sidecar -t $(SIDECAR_IMAGE) .
 
 kind-images: images
 

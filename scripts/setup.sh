@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install everything Driftline's tests and demo need on a Debian machine with
 # Python >= 3.11: the Debian packages the component tests run for real
-# (prometheus, nginx, etcd-server), a virtualenv in .venv with the project and
-# its test extras, and helm. Idempotent: fast when all is already there.
+# (prometheus, nginx, etcd-server) and those of the e2e tests' one-node cluster
+# (../shared/k8s/README.md, "Node mode"), a virtualenv in .venv with the
+# project and its test extras, and helm. Idempotent: fast when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(prometheus nginx etcd-server)
+debs=(prometheus nginx etcd-server
+      containerd runc containernetworking-plugins iptables conntrack buildah debootstrap
+      gcc libc6-dev nftables)
 missing=()
 for deb in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q 'install ok installed' || missing+=("$deb")

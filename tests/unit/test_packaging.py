@@ -32,26 +32,41 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
     ]
 
 
+def stages(dockerfile: Path) -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions by its name ("" before the first FROM)."""
+    result: dict[str, list[tuple[str, str]]] = {"": []}
+    current = ""
+    for op, args in instructions(dockerfile):
+        if op == "FROM":
+            current = args.split(" AS ")[-1] if " AS " in args else args
+            result[current] = []
+        result[current].append((op, args))
+    return result
+
+
 @pytest.mark.parametrize(("image", "script"), sorted(IMAGES.items()))
 def test_dockerfile_builds_a_slim_non_root_image_of_the_distribution(
     image: str, script: str
 ) -> None:
-    steps = instructions(ROOT / f"Dockerfile.{image}")
-    bases = [args for op, args in steps if op == "FROM"]
-    assert bases == ["python:3.11-slim AS build", "python:3.11-slim"], "multi-stage on 3.11-slim"
-    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]
-    assert ("USER", "65532:65532") in final
-    assert ("ENTRYPOINT", f'["{script}"]') in final
+    """tests/e2e builds and runs both for real; this says what they are made of."""
+    dockerfile = stages(ROOT / "Dockerfile")
+    # The base can be swapped (../shared/k8s/image.sh passes a local one).
+    assert dockerfile[""] == [("ARG", "BASE=python:3.11-slim")]
+    assert dockerfile["build"][0] == ("FROM", "${BASE} AS build")
+    assert dockerfile["runtime"][:2] == [
+        ("FROM", "${BASE} AS runtime"),
+        ("COPY", "--from=build /opt/driftline /opt/driftline"),
+    ]
+    assert ("USER", "65532:65532") in dockerfile["runtime"]
+    assert dockerfile[image][0] == ("FROM", f"runtime AS {image}")
+    assert ("ENTRYPOINT", f'["{script}"]') in dockerfile[image]
     assert script in PYPROJECT["project"]["scripts"]
     # The build step imports the entrypoint's module, so a broken image fails to build.
     module = PYPROJECT["project"]["scripts"][script].split(":")[0]
-    runs = " ".join(args for op, args in steps if op == "RUN")
+    runs = " ".join(args for op, args in dockerfile["build"] if op == "RUN")
     assert "pip install --no-deps ." in runs
-    assert f'import {module}"' in runs
+    assert module in runs
     assert importlib.util.find_spec(module) is not None
-    copied = [args.split()[:-1] for op, args in steps if op == "COPY" and "--from" not in args]
-    sources = {source for group in copied for source in group}
-    assert {"pyproject.toml", "sidecar", "operator"} <= sources
 
 
 def test_dockerignore_keeps_what_pip_install_needs() -> None:
@@ -76,8 +91,8 @@ def test_kind_targets_build_load_and_install_the_images_the_chart_and_example_us
     operator = f"{VALUES['operator']['image']['repository']}:{tag}"
     sidecar = f"{VALUES['sidecar']['image']['repository']}:{tag}"
     assert "create cluster --name driftline --config kind-config.yaml" in commands
-    assert f"docker build -f Dockerfile.operator -t {operator} ." in commands
-    assert f"docker build -f Dockerfile.sidecar -t {sidecar} ." in commands
+    assert f"docker build --target operator -t {operator} ." in commands
+    assert f"docker build --target sidecar -t {sidecar} ." in commands
     assert f"load docker-image --name driftline {operator} {sidecar}" in commands
     assert "upgrade --install driftline charts/driftline" in commands
     assert f"--set operator.image.tag={tag}" in commands
