@@ -27,3 +27,14 @@ def test_mypy_strict_finds_nothing():
     # pyproject.toml's [tool.mypy] names the packages and turns strict mode on.
     result = run(str(BIN / "mypy"), "--config-file", "pyproject.toml", "--cache-dir", os.devnull)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_test_modules_have_unique_names():
+    # The test folders are not packages (pytest's default "prepend" import
+    # mode), so two test modules with one basename cannot be collected in one
+    # run: the second fails with "import file mismatch".
+    names: dict[str, list[str]] = {}
+    for path in (ROOT / "tests").rglob("*.py"):
+        if path.name != "conftest.py":
+            names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert [paths for paths in names.values() if len(paths) > 1] == []

@@ -71,7 +71,6 @@ PODS = Resource("v1", "pods", "Pod")
 SERVICES = Resource("v1", "services", "Service")
 # Written, never read: the operator's RBAC grants create and patch on Secrets,
 # not get, so whatever it puts there it must be able to compute again (`tokens`).
-SECRETS = Resource("v1", "secrets", "Secret")
 DEPLOYMENTS = Resource("apps/v1", "deployments", "Deployment")
 REPLICASETS = Resource("apps/v1", "replicasets", "ReplicaSet")
 MONITORS = Resource(f"{GROUP}/{VERSION}", PLURAL, "ModelMonitor")
@@ -230,9 +229,9 @@ def _drop_empty_strings(value: Any) -> Any:
     return value
 
 
-def apply(api: ApiClient, resource: Resource, manifest: Obj, *, content: str = "data") -> Obj:
+def apply(api: ApiClient, resource: Resource, manifest: Obj) -> Obj:
     """Create the object, or if it exists merge the manifest's labels, owners
-    and `content` field (`data`; `stringData` for a Secret) into it."""
+    and `data` into it."""
     metadata = manifest["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
     try:
@@ -245,7 +244,7 @@ def apply(api: ApiClient, resource: Resource, manifest: Obj, *, content: str = "
             "labels": metadata.get("labels"),
             "ownerReferences": metadata.get("ownerReferences"),
         },
-        content: manifest.get(content),
+        "data": manifest.get("data"),
     }
     return patch(api, resource, namespace, name, body)
 

@@ -1,17 +1,20 @@
 """The admin API on the admin port (never behind the model's Service).
 
 ``/metrics``, ``/healthz``, ``/readyz``, ``/v1/snapshot``, ``/v1/config``.
-Reads are open; ``PUT /v1/config`` needs the bearer token from
-``admin_token_file`` and is disabled (404) when no token file is configured.
+Reads are open; ``PUT /v1/config`` needs the bearer token whose SHA-256 is
+``admin_token_sha256`` (disabled, 404, without one) and changes ``routing``
+only: the rest of the config (the upstream, the listen addresses, the token
+itself) is the pod's, fixed at start, so a write can neither redirect the
+model's traffic nor lock the operator out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from time import perf_counter
 from typing import Any
 
@@ -79,7 +82,7 @@ def create_admin_app(state: AdminState) -> FastAPI:
 
     @app.put("/v1/config")
     async def put_config(request: Request) -> Response:
-        denied = _check_token(state.config.admin_token_file, request.headers.get("authorization"))
+        denied = _check_token(state.config.admin_token_sha256, request.headers.get("authorization"))
         if denied is not None:
             return denied
         try:
@@ -87,6 +90,12 @@ def create_admin_app(state: AdminState) -> FastAPI:
         except ValidationError as error:
             return JSONResponse(
                 {"error": "invalid sidecar config", "detail": _describe(error)}, status_code=422
+            )
+        fixed = _changed_outside_routing(state.config, new)
+        if fixed:
+            return JSONResponse(
+                {"error": f"only routing can change at run time, not {', '.join(fixed)}"},
+                status_code=422,
             )
         state.config = new
         for listener in state.on_config:
@@ -96,17 +105,10 @@ def create_admin_app(state: AdminState) -> FastAPI:
     return app
 
 
-def _check_token(token_file: str | None, authorization: str | None) -> JSONResponse | None:
-    if token_file is None:
+def _check_token(token_sha256: str | None, authorization: str | None) -> JSONResponse | None:
+    if token_sha256 is None:
         return JSONResponse(
-            {"error": "config updates are disabled: the sidecar has no admin_token_file"},
-            status_code=404,
-        )
-    try:
-        expected = Path(token_file).read_text(encoding="utf-8").strip()
-    except OSError as error:
-        return JSONResponse(
-            {"error": f"config updates are disabled: cannot read admin_token_file: {error}"},
+            {"error": "config updates are disabled: the sidecar has no admin_token_sha256"},
             status_code=404,
         )
     scheme, _, token = (authorization or "").partition(" ")
@@ -116,9 +118,15 @@ def _check_token(token_file: str | None, authorization: str | None) -> JSONRespo
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not expected or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+    presented = hashlib.sha256(token.strip().encode()).hexdigest()
+    if not hmac.compare_digest(presented, token_sha256):
         return JSONResponse({"error": "wrong bearer token"}, status_code=403)
     return None
+
+
+def _changed_outside_routing(old: SidecarConfig, new: SidecarConfig) -> list[str]:
+    before, after = old.model_dump(exclude={"routing"}), new.model_dump(exclude={"routing"})
+    return sorted(key for key in before if before[key] != after[key])
 
 
 def _describe(error: ValidationError) -> list[dict[str, Any]]:

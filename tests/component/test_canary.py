@@ -4,6 +4,7 @@ weight changes through PUT /v1/config, and canary traffic counted only once."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -82,14 +83,12 @@ def pair(
     tmp_path: Path,
 ) -> Callable[..., tuple[Sidecar, Sidecar]]:
     """A canary sidecar (role canary) and a stable sidecar splitting to it."""
-    token = tmp_path / "token"
-    token.write_text(TOKEN)
 
     def start(**routing: Any) -> tuple[Sidecar, Sidecar]:
         canary = sidecar_factory(other_model.url, model={"role": "canary", "version": "v2"})
         stable = sidecar_factory(
             model.url,
-            admin_token_file=str(token),
+            admin_token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest(),
             routing={"canary_url": canary.proxy, **routing},
         )
         return stable, canary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -103,9 +104,7 @@ def test_absent_profile_file_starts_with_the_fixed_bins(
 def test_config_api_needs_the_token(
     model: ModelServer, sidecar_factory: Callable[..., Sidecar], tmp_path: Path
 ) -> None:
-    token_file = tmp_path / "token"
-    token_file.write_text("s3cret\n")
-    sidecar = sidecar_factory(model.url, admin_token_file=str(token_file))
+    sidecar = sidecar_factory(model.url, admin_token_sha256=hashlib.sha256(b"s3cret").hexdigest())
     url = sidecar.admin + "/v1/config"
     current = httpx.get(url, timeout=5).json()
     assert current["model"]["name"] == "fraud"
@@ -120,12 +119,18 @@ def test_config_api_needs_the_token(
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == "routing.canary_weight"
 
+    # Only routing changes at run time: not where the model is, not the token.
+    for field, value in (("upstream", "http://attacker:80"), ("admin_token_sha256", None)):
+        response = httpx.put(url, json={**changed, field: value}, headers=good, timeout=5)
+        assert response.status_code == 422, field
+        assert field in response.json()["error"]
+
     response = httpx.put(url, json=changed, headers=good, timeout=5)
     assert response.status_code == 200
     assert httpx.get(url, timeout=5).json()["routing"]["canary_weight"] == 25.0
 
 
-def test_config_api_is_disabled_without_a_token_file(sidecar: Sidecar) -> None:
+def test_config_api_is_disabled_without_a_token(sidecar: Sidecar) -> None:
     config = httpx.get(sidecar.admin + "/v1/config", timeout=5).json()
     response = httpx.put(
         sidecar.admin + "/v1/config",
@@ -134,7 +139,7 @@ def test_config_api_is_disabled_without_a_token_file(sidecar: Sidecar) -> None:
         timeout=5,
     )
     assert response.status_code == 404
-    assert "admin_token_file" in response.json()["error"]
+    assert "admin_token_sha256" in response.json()["error"]
 
 
 def test_sigterm_drains_in_flight_requests_and_flushes_the_log(

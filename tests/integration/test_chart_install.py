@@ -124,8 +124,6 @@ CAN = [
     ("delete", "", "configmaps", MODELS),
     ("create", "", "events", MODELS),
     ("get", "", "services", MODELS),
-    ("create", "", "secrets", MODELS),
-    ("patch", "", "secrets", MODELS),
     ("patch", "apps", "deployments/scale", MODELS),
     ("list", "apps", "replicasets", MODELS),
     ("patch", "gateway.networking.k8s.io", "httproutes", MODELS),
@@ -133,10 +131,11 @@ CAN = [
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions", ""),
 ]
 CANNOT = [
-    ("get", "", "secrets", MODELS),
-    ("get", "", "secrets", NAMESPACE),
-    ("list", "", "secrets", MODELS),
-    ("watch", "", "secrets", ""),
+    *(
+        (verb, "", "secrets", where)
+        for verb in ("get", "list", "watch", "create", "patch", "update", "delete")
+        for where in (MODELS, NAMESPACE, "kube-system", "")
+    ),
     ("create", "", "pods", MODELS),
     ("patch", "", "pods", MODELS),
     ("patch", "", "services", MODELS),

@@ -3,8 +3,8 @@
 On the session's control plane, with the operator run by kopf's own runner:
 the Deployment controller makes the pods, and a stand-in kubelet
 (`_kubelet.py`) runs each stable pod as a real `driftline-sidecar` process on
-a loopback address of its own, with the config and the admin token the
-operator wrote (the ConfigMap and the Secret a real pod mounts). The sidecar
+a loopback address of its own, with the config the operator wrote (the
+ConfigMap a real pod mounts, with the hash of the admin token). The sidecar
 router pushes the canary weight to that process's admin API; deleting the
 monitor must bring it back to 0, scale the canary to zero, and only then let
 the ModelMonitor go.
@@ -12,7 +12,6 @@ the ModelMonitor go.
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import sys
 import time
@@ -41,11 +40,9 @@ from _kubelet import FakeKubelet
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
 
 from driftline_operator.api.names import (
-    ADMIN_TOKEN_KEY,
     GROUP,
     PLURAL,
     VERSION,
-    admin_secret_name,
     config_map_name,
 )
 
@@ -114,17 +111,11 @@ class SidecarKubelet(FakeKubelet):
             return super().serve(pod, ip)
         monitor_name = labels["app"]  # each test's monitor is named like its app
         config_map = read_config_map(self._api, self._namespace, config_map_name(monitor_name))
-        secret = CoreV1Api(self._api).read_namespaced_secret(
-            admin_secret_name(monitor_name), self._namespace
-        )
-        if config_map is None or not (secret.data or {}).get(ADMIN_TOKEN_KEY):
-            raise OSError(f"pod {pod.metadata.name}: its ConfigMap or Secret is not there yet")
+        if config_map is None:
+            raise OSError(f"pod {pod.metadata.name}: its ConfigMap is not there yet")
         here = self._tmp / pod.metadata.name
         here.mkdir(exist_ok=True)
-        token = here / "token"
-        token.write_bytes(base64.b64decode(secret.data[ADMIN_TOKEN_KEY]))
         config = yaml.safe_load(config_map["data"]["sidecar.yaml"])
-        config["admin_token_file"] = str(token)  # where the Secret is mounted
         config["prediction_log"]["path"] = str(here / "predictions.jsonl")
         (here / "sidecar.yaml").write_text(yaml.safe_dump(config))
         command = [sys.executable, "-m", "driftline_sidecar.main", "--config"]

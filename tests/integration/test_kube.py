@@ -6,7 +6,6 @@ The routers', rollouts' and handlers' own tests cover the calls in context."""
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Iterator
 
 import pytest
@@ -56,20 +55,6 @@ def test_apply_creates_then_merges_and_delete_removes(world):
     assert merged["data"] == {"a": "1", "b": "2"}  # a merge patch: keys are added, not replaced
     assert kube.delete(api, kube.CONFIGMAPS, ns, "applied") is True
     assert kube.read(api, kube.CONFIGMAPS, ns, "applied") is None
-
-
-def test_a_secret_is_overwritten_through_string_data(world):
-    api, ns = world
-    for token in ("first", "second"):
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "written", "namespace": ns},
-            "stringData": {"token": token},
-        }
-        kube.apply(api, kube.SECRETS, secret, content="stringData")
-    stored = CoreV1Api(api).read_namespaced_secret("written", ns).data  # the test may read it
-    assert base64.b64decode(stored["token"]) == b"second"
 
 
 def test_a_selector_with_expressions_selects_on_the_server(world):

@@ -51,6 +51,8 @@ _KEPT = (
     "pattern",
     "minItems",
     "maxItems",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
     "example",
 )
 _DROPPED = ("title", "additionalProperties", "$defs")

@@ -38,9 +38,6 @@ TMP_VOLUME = "driftline-tmp"
 CONFIG_DIR = "/etc/driftline"
 CONFIG_KEY = "sidecar.yaml"  # the key of the sidecar ConfigMap
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
-ADMIN_TOKEN_KEY = "token"  # the key of the admin token Secret
-ADMIN_TOKEN_SUBPATH = "admin/token"
-ADMIN_TOKEN_PATH = f"{CONFIG_DIR}/{ADMIN_TOKEN_SUBPATH}"
 REFERENCE_SUBDIR = "reference"
 LOG_DIR = "/var/log/driftline"  # a writable emptyDir: the root filesystem is read-only
 PREDICTION_LOG_PATH = f"{LOG_DIR}/predictions.jsonl"
@@ -62,12 +59,6 @@ def config_map_name(monitor_name: str) -> str:
     """`driftline-<monitor>-sidecar` (a hash stands in for the end of very long names)."""
     room = _MAX_NAME - len("driftline--sidecar")
     return f"driftline-{_shortened(monitor_name, room)}-sidecar"
-
-
-def admin_secret_name(monitor_name: str) -> str:
-    """`driftline-<monitor>-admin`: the Secret with the sidecars' admin token."""
-    room = _MAX_NAME - len("driftline--admin")
-    return f"driftline-{_shortened(monitor_name, room)}-admin"
 
 
 def monitor_label_value(monitor_name: str) -> str:

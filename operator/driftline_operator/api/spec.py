@@ -20,11 +20,18 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
-from driftline_operator.api.values import Duration, parse_duration, parse_ratio
+from driftline_operator.api.values import (
+    Duration,
+    Positive,
+    PositiveDuration,
+    parse_duration,
+    parse_ratio,
+)
 
 
 class ApiModel(BaseModel):
@@ -37,6 +44,19 @@ class ApiModel(BaseModel):
 
 
 # -- spec ----------------------------------------------------------------------
+
+# A list of objects keyed by their name: the apiserver refuses an entry whose
+# name repeats (map-list keys are unique; the 1.20 apiserver checks it too).
+_LIST_MAP_BY_NAME: dict[str, Any] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["name"],
+}
+
+
+def _refuse_repeated(what: str, names: list[str]) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{what} names must be unique, repeated: {', '.join(repeated)}")
 
 
 class LabelSelectorRequirement(ApiModel):
@@ -123,11 +143,20 @@ class Model(ApiModel):
     )
     features: list[Feature] = Field(
         default_factory=list,
-        description="Features to capture. Default: the features of the reference profile.",
+        description=(
+            "Features to capture, each name once. Default: the features of the reference profile."
+        ),
+        json_schema_extra=_LIST_MAP_BY_NAME,
     )
     prediction: Prediction = Field(
         default_factory=Prediction, description="Where the prediction and score are."
     )
+
+    @field_validator("features")
+    @classmethod
+    def _unique_feature_names(cls, features: list[Feature]) -> list[Feature]:
+        _refuse_repeated("feature", [f.name for f in features])
+        return features
 
 
 class ConfigMapKeyRef(ApiModel):
@@ -145,7 +174,7 @@ DriftMethod = Literal["auto", "psi", "ks", "chisquare", "jensenshannon", "wasser
 
 
 class Drift(ApiModel):
-    window: Duration = Field(
+    window: PositiveDuration = Field(
         default=Duration("10m"), description="How much recent traffic each drift verdict looks at."
     )
     min_samples: int = Field(
@@ -237,11 +266,19 @@ class Slo(ApiModel):
         return self._objective_value
 
 
+# Each analysis reads the monitor and lists its pods: a shorter interval
+# would make every monitor a steady load on the API server.
+MIN_ANALYSIS_INTERVAL = "1s"
+
+
 class Analysis(ApiModel):
-    interval: Duration = Field(
-        default=Duration("30s"), description="How often the operator analyses."
+    interval: Annotated[Duration, Positive(at_least=MIN_ANALYSIS_INTERVAL)] = Field(
+        default=Duration("30s"),
+        description=f"How often the operator analyses; at least {MIN_ANALYSIS_INTERVAL}.",
     )
-    timeout: Duration = Field(
+    # Not bounded by the interval: one analysis ends before the next interval's
+    # wait begins, so a slow collection delays the next one rather than overlapping it.
+    timeout: PositiveDuration = Field(
         default=Duration("5s"), description="How long to wait for each sidecar's snapshot."
     )
 
@@ -374,15 +411,17 @@ class Rollout(ApiModel):
         default_factory=lambda: [5, 25, 50, 100],
         description="Canary traffic weights in percent, walked in order.",
     )
-    interval: Duration = Field(default=Duration("30s"), description="How long each step is held.")
+    interval: PositiveDuration = Field(
+        default=Duration("30s"), description="How long each step is held."
+    )
     failure_limit: int = Field(
         default=2, ge=1, description="Consecutive failed analyses that trigger a rollback."
     )
-    progress_deadline: Duration = Field(
+    progress_deadline: PositiveDuration = Field(
         default=Duration("10m"),
         description="How long a step may wait for enough data before the rollout fails.",
     )
-    bake_time: Duration = Field(
+    bake_time: PositiveDuration = Field(
         default=Duration("5m"), description="guard: how long a new revision's pods are judged."
     )
     comparison: Comparison = Field(
@@ -424,7 +463,9 @@ class ModelMonitorSpec(ApiModel):
     )
     drift: Drift = Field(default_factory=Drift, description="How drift is judged.")
     slos: list[Slo] = Field(
-        default_factory=list, description="Objectives judged on every analysis window."
+        default_factory=list,
+        description="Objectives judged on every analysis window, each name once.",
+        json_schema_extra=_LIST_MAP_BY_NAME,
     )
     analysis: Analysis = Field(default_factory=Analysis, description="The analysis loop.")
     metrics: Metrics = Field(default_factory=Metrics, description="Where the counts come from.")
@@ -432,13 +473,11 @@ class ModelMonitorSpec(ApiModel):
     rollout: Rollout = Field(default_factory=Rollout, description="Safe rollout of new versions.")
     alerting: Alerting = Field(default_factory=Alerting, description="Notifications.")
 
-    @model_validator(mode="after")
-    def _unique_slo_names(self) -> ModelMonitorSpec:
-        names = [slo.name for slo in self.slos]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"slo names must be unique, repeated: {', '.join(repeated)}")
-        return self
+    @field_validator("slos")
+    @classmethod
+    def _unique_slo_names(cls, slos: list[Slo]) -> list[Slo]:
+        _refuse_repeated("slo", [slo.name for slo in slos])
+        return slos
 
 
 # -- status --------------------------------------------------------------------

@@ -133,6 +133,7 @@ CANDIDATE_FIT = "CandidateFit"  # shadow: whether the candidate is fit to promot
 # Reasons of the Ready condition (CamelCase, as Kubernetes conventions ask).
 INVALID_SPEC = "InvalidSpec"
 REFERENCE_NOT_FOUND = "ReferenceNotFound"
+INVALID_REFERENCE = "InvalidReference"  # the profile is not JSON, or not a profile
 CONFIGURED = "SidecarConfigured"
 
 

@@ -8,14 +8,20 @@ seconds (what the code computes with).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 _DURATION = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
+# The same, with at least one part that is not zero. No lookahead: the
+# apiserver checks a CRD's patterns with Go's RE2.
+_PART = r"\d+(\.\d+)?(ms|s|m|h)"
+_NON_ZERO_PART = r"(\d*[1-9]\d*(\.\d+)?|\d+\.\d*[1-9]\d*)(ms|s|m|h)"
+_POSITIVE_DURATION = re.compile(f"^({_PART})*{_NON_ZERO_PART}({_PART})*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -54,6 +60,38 @@ class Duration(str):
         # The pattern is for the CRD; pydantic checks with parse_duration,
         # whose message says what a duration looks like.
         return {"type": "string", "pattern": _DURATION.pattern, "example": "30s"}
+
+
+@dataclass(frozen=True)
+class Positive:
+    """A Duration field that must be longer than zero, and at least
+    `at_least` when given: `Annotated[Duration, Positive(at_least="1s")]`.
+
+    The CRD's pattern refuses a zero duration (`0s`, `0m0s`); a pattern
+    cannot add parts up, so a minimum above zero is pydantic's to check.
+    """
+
+    at_least: str | None = None
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(schema), "pattern": _POSITIVE_DURATION.pattern}
+
+    def _check(self, duration: Duration) -> Duration:
+        if duration.seconds <= 0:
+            raise ValueError("must be longer than zero, such as 30s")
+        if self.at_least is not None and duration.seconds < parse_duration(self.at_least):
+            raise ValueError(f"must be at least {self.at_least}")
+        return duration
+
+
+PositiveDuration = Annotated[Duration, Positive()]
 
 
 def parse_ratio(value: str | float) -> float:

@@ -12,8 +12,7 @@ first puts all traffic back on stable (`workloads.finalize`: the router's
 until that holds, as Flagger's finalizer does; then it deletes the sidecar
 ConfigMap explicitly (the sidecar router needs it until then). The
 ConfigMap's ownerReference stays as the safety net for when the operator is
-not running (and is all the admin token Secret has: the operator never
-reads Secrets, see `tokens`).
+not running.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ from pydantic import ValidationError
 from driftline_operator import kube
 from driftline_operator.api.names import CONFIG_KEY, GROUP, PLURAL, VERSION, config_map_name
 from driftline_operator.api.spec import ModelMonitorSpec, spec_from
-from driftline_operator.api.status import INVALID_SPEC, REFERENCE_NOT_FOUND, is_ready
-from driftline_operator.controller import manifests, status, tokens
+from driftline_operator.api.status import INVALID_SPEC, is_ready
+from driftline_operator.controller import manifests, reference, status, tokens
 from driftline_operator.controller.loop import AnalysisLoop
 from driftline_operator.controller.settings import OperatorConfig
 from driftline_operator.controller.tls import write_self_signed
@@ -129,20 +128,21 @@ def reconcile(
         _warn(body, reason=INVALID_SPEC, message=f"ModelMonitor {namespace}/{name}: {message}")
         return  # nothing is created for it, and the webhook skips it
 
-    missing = _missing_reference(memo.api, namespace, spec)
-    if missing is not None:
+    problem = _reference_problem(memo.api, namespace, spec)
+    if problem is not None:
         patch.status.update(
-            status.not_ready(raw, reason=REFERENCE_NOT_FOUND, message=missing, now=now)
+            status.not_ready(raw, reason=problem.reason, message=problem.message, now=now)
         )
-        _warn(body, reason=REFERENCE_NOT_FOUND, message=missing)
-        raise kopf.TemporaryError(missing, delay=REFERENCE_RETRY_SECONDS)
+        _warn(body, reason=problem.reason, message=problem.message)
+        # Retried: a ConfigMap created or fixed later makes the monitor Ready.
+        raise kopf.TemporaryError(problem.message, delay=REFERENCE_RETRY_SECONDS)
 
     routing, routing_problem = _routing(memo.api, namespace, name, spec)
-    manifest = manifests.config_map(name, namespace, spec, owner=raw, routing=routing)
-    kube.apply(memo.api, kube.CONFIGMAPS, manifest)
     token = tokens.admin_token(memo.admin_key, namespace=namespace, name=name, uid=_uid(body))
-    secret = manifests.admin_secret(name, namespace, token=token, owner=raw)
-    kube.apply(memo.api, kube.SECRETS, secret, content="stringData")
+    manifest = manifests.config_map(
+        name, namespace, spec, owner=raw, admin_token=token, routing=routing
+    )
+    kube.apply(memo.api, kube.CONFIGMAPS, manifest)
     pods = kube.list_objects(memo.api, kube.PODS, namespace, selector=spec.selector)
     counts = status.pod_counts(pods, spec.selector)
     patch.status.update(
@@ -202,22 +202,19 @@ def _routing(
     return RoutingConfig(), None
 
 
-def _missing_reference(api: Any, namespace: str, spec: ModelMonitorSpec) -> str | None:
-    """What is missing of the reference profile, or None when it is there."""
+def _reference_problem(
+    api: Any, namespace: str, spec: ModelMonitorSpec
+) -> reference.ReferenceProblem | None:
+    """What keeps the reference profile from being used (missing, not JSON,
+    not a profile), or None when it is fine or there is none."""
     if spec.reference is None:
         return None
     ref = spec.reference.config_map_ref
     config_map = kube.read(api, kube.CONFIGMAPS, namespace, ref.name)
-    where = f"spec.reference.configMapRef: ConfigMap {namespace}/{ref.name}"
-    if config_map is None:
-        return (
-            f"{where} not found; create it with `driftline profile configmap` "
-            "or point configMapRef at an existing one"
-        )
-    keys = set(config_map.get("data") or {}) | set(config_map.get("binaryData") or {})
-    if ref.key not in keys:
-        present = ", ".join(sorted(keys)) or "none"
-        return f"{where} has no key {ref.key!r} (keys: {present}); set configMapRef.key"
+    try:
+        reference.load_reference(config_map, ref, namespace=namespace)
+    except reference.ReferenceProblem as problem:
+        return problem
     return None
 
 

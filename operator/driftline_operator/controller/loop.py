@@ -9,13 +9,11 @@ daemon in `handlers` owns the timing and posts the returned Events through kopf.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient
-from pydantic import ValidationError
 
 from driftline_operator import kube
 from driftline_operator.analysis.runner import AnalysisOutcome, MonitorRunner
@@ -28,6 +26,7 @@ from driftline_operator.api.selectors import selects
 from driftline_operator.api.spec import ModelMonitorSpec
 from driftline_operator.api.status import PodCounts, upsert_condition
 from driftline_operator.controller import status
+from driftline_operator.controller.reference import ReferenceProblem, load_reference
 from driftline_operator.rollout.loop import RolloutLoop, RolloutOutcome
 from driftline_operator.rollout.workloads import Deployments
 from driftline_operator.sources import PodTarget
@@ -83,11 +82,6 @@ def status_patch(
         "pods": pods,
         "conditions": merged,
     }
-
-
-def parse_reference(text: str) -> tuple[ReferenceProfile, str]:
-    """The profile and the sha256 of the document (what the sidecar hashes)."""
-    return ReferenceProfile.model_validate_json(text), hashlib.sha256(text.encode()).hexdigest()
 
 
 class AnalysisLoop:
@@ -160,24 +154,17 @@ class AnalysisLoop:
             return None, None
         ref = spec.reference.config_map_ref
         config_map = await kube.aread(self._api, kube.CONFIGMAPS, self._namespace, ref.name)
-        text = ((config_map or {}).get("data") or {}).get(ref.key)
-        problem: str | None = None
-        result: tuple[ReferenceProfile | None, str | None] = (None, None)
-        if text is None:
-            problem = f"ConfigMap {self._namespace}/{ref.name} key {ref.key!r} is gone"
-        else:
-            try:
-                result = parse_reference(text)
-            except ValidationError as error:
-                problem = (
-                    f"ConfigMap {self._namespace}/{ref.name} key {ref.key!r} is not a "
-                    f"reference profile: {error.error_count()} problems, first: "
-                    f"{error.errors()[0]['msg']}; rebuild it with `driftline profile build`"
-                )
-        if problem is not None and problem != self._reference_problem:
-            events.append(Event("Warning", "InvalidReference", f"spec.reference: {problem}"))
-        self._reference_problem = problem
-        return result
+        # Reconcile checked it before the monitor became Ready; this finds a
+        # ConfigMap changed since, and analyses without drift until it is fixed.
+        try:
+            loaded = load_reference(config_map, ref, namespace=self._namespace)
+        except ReferenceProblem as problem:
+            if problem.message != self._reference_problem:
+                events.append(Event("Warning", problem.reason, problem.message))
+            self._reference_problem = problem.message
+            return None, None
+        self._reference_problem = None
+        return loaded.profile, loaded.sha256
 
     async def close(self) -> None:
         await self._runner.close(forget=True)

@@ -26,8 +26,6 @@ from typing import Any
 import yaml
 
 from driftline_operator.api.names import (
-    ADMIN_TOKEN_KEY,
-    ADMIN_TOKEN_PATH,
     CONFIG_KEY,
     GROUP,
     KIND,
@@ -36,11 +34,11 @@ from driftline_operator.api.names import (
     MONITOR_LABEL,
     PREDICTION_LOG_PATH,
     VERSION,
-    admin_secret_name,
     config_map_name,
     monitor_label_value,
 )
 from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.controller.tokens import token_sha256
 from driftline_operator.webhook.sidecar import reference_profile_path
 from driftline_sidecar.contract.config import (
     FeatureConfig,
@@ -57,6 +55,7 @@ def sidecar_config(
     spec: ModelMonitorSpec,
     *,
     profile_path: str | None,
+    admin_token_sha256: str | None = None,
     routing: RoutingConfig | None = None,
 ) -> SidecarConfig:
     """The sidecar's config for every pod of the monitor (see the module docstring
@@ -80,7 +79,7 @@ def sidecar_config(
         ),
         admin=f"0.0.0.0:{spec.sidecar.admin_port}",
         profile_path=profile_path,
-        admin_token_file=ADMIN_TOKEN_PATH,
+        admin_token_sha256=admin_token_sha256,
         tracing=TracingConfig(sample_ratio=spec.sidecar.trace_sample_ratio),
         prediction_log=PredictionLogConfig(
             path=PREDICTION_LOG_PATH,
@@ -112,13 +111,20 @@ def config_map(
     spec: ModelMonitorSpec,
     *,
     owner: dict[str, Any],
+    admin_token: str,
     routing: RoutingConfig | None = None,
 ) -> dict[str, Any]:
     """The ConfigMap `driftline-<monitor>-sidecar` holding `sidecar.yaml`.
 
-    `owner` is the ModelMonitor's body (apiVersion, kind, metadata.name/uid).
+    `owner` is the ModelMonitor's body (apiVersion, kind, metadata.name/uid);
+    `admin_token` goes in as its SHA-256 only (`tokens.token_sha256`).
     """
-    config = sidecar_config(spec, profile_path=reference_profile_path(spec), routing=routing)
+    config = sidecar_config(
+        spec,
+        profile_path=reference_profile_path(spec),
+        admin_token_sha256=token_sha256(admin_token),
+        routing=routing,
+    )
     document = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     header = (
         f"# Rendered by the driftline operator from ModelMonitor {namespace}/{monitor_name}.\n"
@@ -137,27 +143,6 @@ def config_map(
             "ownerReferences": [owner_reference(owner)],
         },
         "data": {CONFIG_KEY: header + document},
-    }
-
-
-def admin_secret(
-    monitor_name: str, namespace: str, *, token: str, owner: dict[str, Any]
-) -> dict[str, Any]:
-    """The Secret holding the sidecars' admin token (mounted at ADMIN_TOKEN_PATH)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": admin_secret_name(monitor_name),
-            "namespace": namespace,
-            "labels": {
-                MANAGED_BY_LABEL: MANAGED_BY,
-                MONITOR_LABEL: monitor_label_value(monitor_name),
-            },
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "stringData": {ADMIN_TOKEN_KEY: token},
     }
 
 

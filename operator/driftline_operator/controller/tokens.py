@@ -1,17 +1,17 @@
-"""The sidecars' admin token: one per ModelMonitor, derived, never read back.
+"""The sidecars' admin token: one per ModelMonitor, derived, never stored.
 
-The operator writes each monitor's token into a Secret that the injected
-sidecars mount (`manifests.admin_secret`), and sends it as the bearer token of
-its config pushes (the sidecar router). It never reads Secrets: the token is
-an HMAC of the monitor's identity under the operator's key, so the operator
-computes it again after a restart instead of fetching it.
+The operator sends each monitor's token as the bearer token of its config
+pushes (the sidecar router); the sidecars get only its SHA-256, in their
+ConfigMap (`manifests.config_map`), and check a presented token against it.
+So the operator needs no access to Secrets at all: the token is an HMAC of
+the monitor's identity under the operator's key, computed again after a
+restart instead of fetched, and the hash gives nothing to whoever reads it.
 
 The key is derived from the webhook's TLS private key, the one secret an
 operator always has mounted (the chart keeps it across upgrades). Without
 one (local runs, where the certificate is made at start-up) the key is
-random per process: a restarted operator then rewrites the Secrets, and the
-sidecars, which read the token file on each write, follow once the kubelet
-has refreshed the mount.
+random per process: a restarted operator then rewrites the ConfigMaps, and
+running sidecars accept the new token once they are restarted.
 """
 
 from __future__ import annotations
@@ -35,3 +35,8 @@ def admin_token(key: bytes, *, namespace: str, name: str, uid: str) -> str:
     re-created monitor's token a new one)."""
     identity = f"{namespace}/{name}/{uid}".encode()
     return hmac.new(key, identity, hashlib.sha256).hexdigest()
+
+
+def token_sha256(token: str) -> str:
+    """What a sidecar's config holds instead of the token (hex SHA-256)."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -6,8 +6,6 @@ from typing import Any
 
 from driftline_operator.api.names import (
     ADMIN_PORT_NAME,
-    ADMIN_TOKEN_KEY,
-    ADMIN_TOKEN_SUBPATH,
     CONFIG_DIR,
     CONFIG_KEY,
     CONFIG_PATH,
@@ -19,7 +17,6 @@ from driftline_operator.api.names import (
     SIDECAR_NAME,
     TMP_VOLUME,
     VERSION_LABEL,
-    admin_secret_name,
     config_map_name,
 )
 from driftline_operator.api.spec import ModelMonitorSpec
@@ -161,17 +158,6 @@ def sidecar_volumes(*, monitor_name: str, spec: ModelMonitorSpec) -> list[dict[s
             }
         }
     ]
-    # The admin token; optional, so a monitor whose Secret is not written yet
-    # never keeps the model from starting (config writes are refused until it is).
-    sources.append(
-        {
-            "secret": {
-                "name": admin_secret_name(monitor_name),
-                "items": [{"key": ADMIN_TOKEN_KEY, "path": ADMIN_TOKEN_SUBPATH}],
-                "optional": True,
-            }
-        }
-    )
     if spec.reference is not None:
         ref = spec.reference.config_map_ref
         sources.append(

@@ -123,9 +123,10 @@ class SidecarConfig(_Strict):
     # Reference profile JSON (a mounted ConfigMap key); without it the fixed
     # bins in the feature config are used.
     profile_path: str | None = None
-    # Admin writes (/v1/config, /v1/feedback) need this bearer token; read from
-    # a file (a mounted Secret) so it never sits in the config document.
-    admin_token_file: str | None = None
+    # Admin writes (PUT /v1/config) need a bearer token whose SHA-256 (hex) is
+    # this. A hash, so the config document (a ConfigMap, and GET /v1/config)
+    # never holds the token, and the operator needs no Secret to hand it out.
+    admin_token_sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)

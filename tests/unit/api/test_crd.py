@@ -150,12 +150,36 @@ def as_jsonschema(node: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [{"type": "null"}, node]} if nullable else node
 
 
+def list_map_errors(node: dict[str, Any], document: Any, path: str = "") -> list[str]:
+    """What the apiserver checks of `x-kubernetes-list-type: map` (JSON Schema
+    cannot say it): no two items of such a list have the same keys."""
+    errors: list[str] = []
+    if isinstance(document, dict):
+        for name, child in node.get("properties", {}).items():
+            if name in document:
+                errors += list_map_errors(child, document[name], f"{path}.{name}".lstrip("."))
+    elif isinstance(document, list) and "items" in node:
+        seen: set[tuple[Any, ...]] = set()
+        keys = node.get("x-kubernetes-list-map-keys", [])
+        for index, item in enumerate(document):
+            if node.get("x-kubernetes-list-type") == "map" and isinstance(item, dict):
+                key = tuple(item.get(k) for k in keys)
+                if key in seen:
+                    errors.append(
+                        f"{path}.{index}: Duplicate value: {dict(zip(keys, key, strict=True))}"
+                    )
+                seen.add(key)
+            errors += list_map_errors(node["items"], item, f"{path}.{index}")
+    return errors
+
+
 def schema_errors(part: str, document: dict[str, Any]) -> list[str]:
-    validator = jsonschema.Draft4Validator(as_jsonschema(schema()["properties"][part]))
+    node = schema()["properties"][part]
+    validator = jsonschema.Draft4Validator(as_jsonschema(node))
     return [
         ".".join(str(p) for p in error.absolute_path) + ": " + error.message
         for error in validator.iter_errors(document)
-    ]
+    ] + list_map_errors(node, document)
 
 
 FRAUD = {
@@ -177,6 +201,7 @@ FRAUD = {
         {"name": "availability", "metric": "successRate", "objective": "99.9%"},
         {"name": "drift", "metric": "driftedFeatureShare", "max": 0.3},
     ],
+    "analysis": {"interval": "30s", "timeout": "5s"},
     "rollout": {
         "strategy": "canary",
         "stableRef": {"name": "fraud-v1"},
@@ -230,6 +255,14 @@ INVALID = {
     "empty model name": ("model.name", ""),
     "canary weight above 100": ("rollout.steps", [5, 150]),
     "unknown field": ("model.protocoll", "json"),
+    "repeated feature name": ("model.features", [{"name": "amount"}, {"name": "amount"}]),
+    "repeated slo name": ("slos", [FRAUD["slos"][0], {**FRAUD["slos"][2], "name": "p95"}]),
+    "zero analysis interval": ("analysis.interval", "0s"),
+    "zero analysis timeout": ("analysis.timeout", "0ms"),
+    "zero drift window": ("drift.window", "0m0s"),
+    "zero rollout interval": ("rollout.interval", "0s"),
+    "zero progress deadline": ("rollout.progressDeadline", "0.0m"),
+    "zero bake time": ("rollout.bakeTime", "00s"),
 }
 
 
@@ -242,6 +275,49 @@ def test_invalid_examples_fail_both(name: str):
     errors = schema_errors("spec", document)
     field = path.split(".")[-1]
     assert any(field in error for error in errors), errors
+
+
+@pytest.mark.parametrize(
+    "text", ["1ms", "0.5s", "0.01s", "0s1ms", "1m0s", "10m", "1h30m", "0h0m0.001s", "2.50h"]
+)
+def test_positive_durations_pass_both(text: str):
+    document = changed("analysis.timeout", text)
+    assert ModelMonitorSpec.model_validate(document).analysis.timeout.seconds > 0
+    assert schema_errors("spec", document) == []
+
+
+def test_the_analysis_interval_is_at_least_a_second():
+    """A zero interval made the daemon spin on the API server; the CRD refuses
+    zero, and pydantic (whose failure pauses the daemon) the rest below 1s."""
+    for text in ("1s", "1000ms", "0.5s500ms", "1m"):
+        ModelMonitorSpec.model_validate(changed("analysis.interval", text))
+    with pytest.raises(ValidationError, match="must be at least 1s"):
+        ModelMonitorSpec.model_validate(changed("analysis.interval", "999ms"))
+    with pytest.raises(ValidationError, match="must be longer than zero"):
+        ModelMonitorSpec.model_validate(changed("analysis.interval", "0s"))
+
+
+def test_a_timeout_longer_than_the_interval_is_allowed():
+    # One analysis finishes before the next interval's wait begins: no overlap.
+    document = changed("analysis", {"interval": "1s", "timeout": "2s"})
+    ModelMonitorSpec.model_validate(document)
+    assert schema_errors("spec", document) == []
+
+
+def test_a_latency_increase_of_zero_is_allowed():
+    document = changed("rollout.comparison", {"maxLatencyIncrease": "0ms"})
+    ModelMonitorSpec.model_validate(document)
+    assert schema_errors("spec", document) == []
+
+
+def test_repeated_feature_names_are_named():
+    document = changed("model.features", [{"name": "a"}, {"name": "b"}, {"name": "a"}])
+    with pytest.raises(ValidationError, match="feature names must be unique, repeated: a"):
+        ModelMonitorSpec.model_validate(document)
+    features = schema()["properties"]["spec"]["properties"]["model"]["properties"]["features"]
+    assert features["x-kubernetes-list-type"] == "map"
+    assert features["x-kubernetes-list-map-keys"] == ["name"]
+    assert "name" in features["items"]["required"]  # a map key must be required
 
 
 def test_a_full_status_fits_the_status_schema():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -33,6 +34,7 @@ SPEC = ModelMonitorSpec.model_validate(
         },
     }
 )
+TOKEN = "the-admin-token"
 OWNER = {
     "apiVersion": "driftline.io/v1alpha1",
     "kind": "ModelMonitor",
@@ -74,7 +76,7 @@ def test_the_profile_path_follows_the_reference_key():
 
 
 def test_config_map_is_a_valid_owned_configmap():
-    cm = render.config_map("fraud", "ml", SPEC, owner=OWNER)
+    cm = render.config_map("fraud", "ml", SPEC, owner=OWNER, admin_token=TOKEN)
     kubernetes_validate.validate(cm, "1.30", strict=True)
     assert cm["metadata"]["name"] == "driftline-fraud-sidecar"
     assert cm["metadata"]["namespace"] == "ml"
@@ -95,27 +97,36 @@ def test_config_map_is_a_valid_owned_configmap():
 
 
 def test_the_sidecar_loads_the_rendered_document(tmp_path: Path):
-    cm = render.config_map("fraud", "ml", SPEC, owner=OWNER)
+    cm = render.config_map("fraud", "ml", SPEC, owner=OWNER, admin_token=TOKEN)
     path = tmp_path / "sidecar.yaml"
     path.write_text(cm["data"]["sidecar.yaml"])
     loaded = load_config(path)  # the sidecar's own loader
-    expected = render.sidecar_config(SPEC, profile_path=render.reference_profile_path(SPEC))
+    expected = render.sidecar_config(
+        SPEC,
+        profile_path=render.reference_profile_path(SPEC),
+        admin_token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest(),
+    )
     assert loaded == expected
     assert yaml.safe_load(path.read_text())["model"]["name"] == "fraud"
+    assert TOKEN not in path.read_text()  # only its hash: a ConfigMap is no place for it
 
 
 def test_an_owner_without_uid_is_refused():
     with pytest.raises(ValueError, match=r"metadata\.uid"):
-        render.config_map("fraud", "ml", SPEC, owner={"metadata": {"name": "fraud"}})
+        render.config_map(
+            "fraud", "ml", SPEC, owner={"metadata": {"name": "fraud"}}, admin_token=TOKEN
+        )
 
 
 def test_long_monitor_names_still_give_valid_names():
     name = "m" * 200 + "-" + "x" * 52  # 253 characters, a valid ModelMonitor name
-    cm = render.config_map(name, "ml", SPEC, owner=OWNER | {"metadata": {"name": name, "uid": "u"}})
+    cm = render.config_map(
+        name, "ml", SPEC, owner=OWNER | {"metadata": {"name": name, "uid": "u"}}, admin_token=TOKEN
+    )
     kubernetes_validate.validate(cm, "1.30", strict=True)
     assert len(cm["metadata"]["name"]) <= 253
     label = cm["metadata"]["labels"]["driftline.io/monitor"]
     assert len(label) <= 63
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", label)
-    other = render.config_map(name[:-1] + "y", "ml", SPEC, owner=OWNER)
+    other = render.config_map(name[:-1] + "y", "ml", SPEC, owner=OWNER, admin_token=TOKEN)
     assert other["metadata"]["name"] != cm["metadata"]["name"]  # the hash tells them apart

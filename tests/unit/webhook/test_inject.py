@@ -213,16 +213,10 @@ def test_config_reference_and_log_are_mounted():
     assert "/var/log/driftline" in mounts
     assert "/tmp" in mounts  # the root filesystem is read-only
     volumes = {v["name"]: v for v in result["spec"]["volumes"]}
-    config, token, reference = volumes[mounts["/etc/driftline"]["name"]]["projected"]["sources"]
+    config, reference = volumes[mounts["/etc/driftline"]["name"]]["projected"]["sources"]
     assert config["configMap"] == {
         "name": "driftline-fraud-sidecar",
         "items": [{"key": "sidecar.yaml", "path": "sidecar.yaml"}],
-    }
-    # The admin token from the monitor's Secret; optional, so it never blocks the pod.
-    assert token["secret"] == {
-        "name": "driftline-fraud-admin",
-        "items": [{"key": "token", "path": "admin/token"}],
-        "optional": True,
     }
     assert reference["configMap"] == {
         "name": "fraud-ref",
@@ -233,7 +227,6 @@ def test_config_reference_and_log_are_mounted():
     spec = monitor()
     profile = manifests.sidecar_config(spec, profile_path=reference_profile_path(spec))
     assert profile.profile_path == "/etc/driftline/" + reference["configMap"]["items"][0]["path"]
-    assert profile.admin_token_file == "/etc/driftline/" + token["secret"]["items"][0]["path"]
     assert profile.prediction_log.path.startswith(mounts["/var/log/driftline"]["mountPath"])
     assert "emptyDir" in volumes[mounts["/var/log/driftline"]["name"]]
 
@@ -243,11 +236,10 @@ def test_without_a_reference_only_the_config_is_projected():
         {"selector": {"matchLabels": {"app": "fraud"}}, "model": {"name": "fraud"}}
     )
     result, _ = injected(pod(), spec)
-    config, token = next(v for v in result["spec"]["volumes"] if "projected" in v)["projected"][
+    (config,) = next(v for v in result["spec"]["volumes"] if "projected" in v)["projected"][
         "sources"
     ]
     assert config["configMap"]["name"] == "driftline-fraud-sidecar"
-    assert token["secret"]["name"] == "driftline-fraud-admin"
 
 
 def test_env_carries_identity_and_otel_settings():
@@ -486,7 +478,11 @@ def test_the_sidecar_cli_accepts_the_injected_args(tmp_path: Path):
     config_file = tmp_path / "sidecar.yaml"
     config_file.write_text(
         manifests.config_map(
-            "fraud", "ml", spec, owner={"metadata": {"name": "fraud", "uid": "u-1"}}
+            "fraud",
+            "ml",
+            spec,
+            owner={"metadata": {"name": "fraud", "uid": "u-1"}},
+            admin_token="t",
         )["data"]["sidecar.yaml"]
     )
     args = sidecar_of(result)["args"]

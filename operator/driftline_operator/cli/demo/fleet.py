@@ -122,9 +122,6 @@ class Fleet:
     def __init__(self, *, workdir: Path, stable: Serving, candidate: Serving) -> None:
         self.workdir = workdir
         self.token = secrets.token_urlsafe(24)
-        self.token_file = workdir / "admin-token"
-        self.token_file.write_text(self.token)
-        self.token_file.chmod(0o600)
         self.canary = self._pod("canary", candidate, version="v2", canary_url=None)
         self.stable = self._pod("stable", stable, version="v1", canary_url=self.canary.proxy_url)
         self._session: aiohttp.ClientSession | None = None
@@ -260,7 +257,7 @@ class Fleet:
             "upstream": f"http://127.0.0.1:{model_port}",
             "listen": f"127.0.0.1:{proxy_port}",
             "admin": f"127.0.0.1:{admin_port}",
-            "admin_token_file": str(self.token_file),
+            "admin_token_sha256": hashlib.sha256(self.token.encode()).hexdigest(),
             "tracing": {"sample_ratio": 0.0},  # the demo exports no spans: spare the CPU
             "prediction_log": {"enabled": False},
         }
