@@ -6,6 +6,14 @@ waits a moment so exchanges gather into a batch, extracts features and
 predictions body by body (yielding to the event loop every few bodies, and
 moving big bodies to a thread), then bins each feature column of the whole
 batch at once with numpy and updates the counters.
+
+A response the model compressed (``Content-Encoding: gzip`` or ``deflate``)
+is decoded here, from the worker's own copy and within
+``capture.max_decoded_bytes`` (``driftline_sidecar.decoding``); the client got
+the model's bytes as they were. A response that cannot be read (a coding
+capture does not decode, a corrupt or too large body, JSON in no known shape)
+still leaves its request's features counted: its predictions count as
+missing and the response as unread, by reason.
 """
 
 from __future__ import annotations
@@ -17,8 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline_sidecar.contract.config import SidecarConfig
-from driftline_sidecar.contract.metric_names import DropQueue, SchemaViolation, SkipReason
+from driftline_sidecar.contract.metric_names import (
+    DropQueue,
+    ResponseUnread,
+    SchemaViolation,
+    SkipReason,
+)
 from driftline_sidecar.counts import Binning, Layout
+from driftline_sidecar.decoding import UndecodableBody, decode
 from driftline_sidecar.metrics import SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog
 from driftline_sidecar.protocols import Extracted, Extractor, UnparsableBody
@@ -30,6 +44,8 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL_SECONDS = 0.1
 # Bodies larger than this are parsed in a thread so the event loop keeps serving.
 THREAD_PARSE_BYTES = 64 * 1024
+# What a compressed body is taken to grow by when decoded, to judge its parsing cost.
+DECODED_GROWTH = 8
 # Yield to the event loop after this many bodies.
 YIELD_EVERY = 8
 
@@ -44,7 +60,9 @@ class Exchange:
     latency_seconds: float
     request_id: str
     ts: float  # unix seconds when the request arrived
-    too_large: bool = False  # a body exceeded capture.max_body_bytes: count, do not parse
+    too_large: bool = False  # the request exceeded capture.max_body_bytes: count, do not parse
+    response_too_large: bool = False  # only the response did: read the request alone
+    response_encoding: str = ""  # the response's Content-Encoding, decoded for capture
 
 
 @dataclass(slots=True)
@@ -114,10 +132,12 @@ class CaptureWorker:
             if exchange.too_large:
                 metrics.skipped[SkipReason.TOO_LARGE].inc()
                 continue
-            extracted = await self._extract(exchange)
+            extracted, unread = await self._extract(exchange)
             if extracted is None:
                 metrics.skipped[SkipReason.UNPARSED].inc()
                 continue
+            if unread is not None:
+                metrics.responses_unread[unread].inc()
             metrics.bodies_parsed.inc()
             metrics.records.inc(extracted.rows)
             schema[SchemaViolation.UNKNOWN_FIELD] += extracted.unknown_fields
@@ -135,16 +155,45 @@ class CaptureWorker:
         self._count_features(batch)
         self._count_predictions(batch)
 
-    async def _extract(self, exchange: Exchange) -> Extracted | None:
+    async def _extract(self, exchange: Exchange) -> tuple[Extracted | None, ResponseUnread | None]:
+        """What ``_read`` gives; (None, None) for a request that cannot be read."""
+        growth = DECODED_GROWTH if exchange.response_encoding else 1
+        cost = len(exchange.request) + len(exchange.response) * growth
         try:
-            if len(exchange.request) + len(exchange.response) > THREAD_PARSE_BYTES:
-                return await asyncio.to_thread(self._extractor, exchange.request, exchange.response)
-            return self._extractor(exchange.request, exchange.response)
+            if cost > THREAD_PARSE_BYTES:
+                return await asyncio.to_thread(self._read, exchange)
+            return self._read(exchange)
         except UnparsableBody:
-            return None
+            return None, None
         except Exception:  # an extractor bug must not lose the batch
             log.exception("capture: extracting request %s failed", exchange.request_id)
-            return None
+            return None, None
+
+    def _read(self, exchange: Exchange) -> tuple[Extracted, ResponseUnread | None]:
+        """The exchange's features and predictions, and why the response was not
+        read if it was not (then its predictions are missing). Raises
+        ``UnparsableBody`` for a request that cannot be read."""
+        response: bytes | None = exchange.response
+        unread: ResponseUnread | None = None
+        if exchange.response_too_large:
+            response, unread = None, ResponseUnread.TOO_LARGE
+        elif exchange.response_encoding and response:
+            try:
+                response = decode(
+                    response,
+                    exchange.response_encoding,
+                    max_bytes=self._config.capture.max_decoded_bytes,
+                )
+            except UndecodableBody as error:
+                log.debug("capture: response to %s: %s", exchange.request_id, error)
+                response, unread = None, error.reason
+        try:
+            return self._extractor(exchange.request, response), unread
+        except UnparsableBody:
+            if response is None:
+                raise  # the request itself
+            # The request alone, if it reads; else this raises for it.
+            return self._extractor(exchange.request, None), ResponseUnread.UNPARSED
 
     def _count_features(self, batch: _Batch) -> None:
         metrics = self._metrics

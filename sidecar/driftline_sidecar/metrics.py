@@ -112,12 +112,20 @@ class SidecarMetrics:
             counter(names.CAPTURE_RECORDS, "Rows extracted (a batched request gives one per row).")
         )
         self.bodies_parsed = self._bind(
-            counter(names.CAPTURE_BODIES_PARSED, "Request/response pairs parsed successfully.")
+            counter(names.CAPTURE_BODIES_PARSED, "Exchanges whose request was parsed and counted.")
         )
         skipped = counter(
             names.CAPTURE_SKIPPED, "Exchanges forwarded but not captured.", names.REASON
         )
         self.skipped: dict[str, Any] = {r: self._bind(skipped, r) for r in names.SkipReason}
+        unread = counter(
+            names.CAPTURE_RESPONSES_UNREAD,
+            "Exchanges whose request was captured but whose response could not be read.",
+            names.REASON,
+        )
+        self.responses_unread: dict[str, Any] = {
+            r: self._bind(unread, r) for r in names.ResponseUnread
+        }
         dropped = counter(names.CAPTURE_DROPPED, "Samples dropped: a queue was full.", names.QUEUE)
         self.dropped: dict[str, Any] = {q: self._bind(dropped, q) for q in names.DropQueue}
         schema = counter(names.SCHEMA_VIOLATIONS, "Fields not in the expected schema.", names.KIND)

@@ -84,7 +84,8 @@ class Exchange:
     upstream_seconds: float | None = None
     sent: int = 0  # response body bytes sent to the client
     kept: list[bytes] = field(default_factory=list)  # copy for capture
-    too_large: bool = False
+    too_large: bool = False  # the response outgrew the capture limit: no copy kept
+    content_encoding: bytes = b""  # the response's, for capture to decode its copy
     max_capture: int = 0
     upstream: UpstreamConnection | None = None  # the model connection answering it
     canary: Canary | None = None  # routed to the canary instead of the local model
@@ -238,6 +239,9 @@ class Proxy:
             lower = name.lower()
             if lower not in HOP_BY_HOP and lower != REQUEST_ID:
                 lines.append(name + b": " + value)
+                if lower == b"content-encoding":
+                    coding = exchange.content_encoding
+                    exchange.content_encoding = coding + b", " + value if coding else value
         lines.append(REQUEST_ID + b": " + exchange.request_id)
         lines.extend(extra)
         if not exchange.keep_alive:
@@ -299,16 +303,21 @@ class Proxy:
             kept = exchange.kept
             response = kept[0] if len(kept) == 1 else b"".join(kept)
             if self._capture is not None and ok:
-                too_large = exchange.too_large or len(body) > self._max_capture
+                # A request over the limit is not read; a response over it
+                # leaves the request to be read alone.
+                too_large = len(body) > self._max_capture
+                skip_response = too_large or exchange.too_large
                 self._capture(
                     Captured(
                         request=b"" if too_large else body,
-                        response=b"" if too_large else response,
+                        response=b"" if skip_response else response,
                         status=exchange.status,
                         latency_seconds=seconds,
                         request_id=exchange.request_id.decode("latin-1"),
                         ts=exchange.ts,
                         too_large=too_large,
+                        response_too_large=exchange.too_large and not too_large,
+                        response_encoding=exchange.content_encoding.decode("latin-1"),
                     )
                 )
             if self._shadow is not None:

@@ -72,6 +72,9 @@ class ModelConfig(_Strict):
 class CaptureConfig(_Strict):
     enabled: bool = True
     max_body_bytes: int = Field(default=1 << 20, ge=0)  # larger bodies pass uncaptured
+    # A compressed response (gzip, deflate) is decoded for capture up to this
+    # many bytes; past it the response is not read (its request still is).
+    max_decoded_bytes: int = Field(default=8 << 20, ge=0)
     queue_size: int = Field(default=10_000, ge=1)  # requests waiting for parsing
     batch_size: int = Field(default=512, ge=1)  # rows binned together with numpy
 

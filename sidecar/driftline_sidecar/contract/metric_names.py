@@ -48,6 +48,8 @@ CAPTURE_RECORDS: Final = PREFIX + "capture_records_total"
 CAPTURE_BODIES_PARSED: Final = PREFIX + "capture_bodies_parsed_total"
 CAPTURE_SKIPPED: Final = PREFIX + "capture_skipped_total"  # {reason: SkipReason}
 CAPTURE_DROPPED: Final = PREFIX + "capture_dropped_total"  # {queue: DropQueue}
+# Captured exchanges whose request was counted but whose response could not be read.
+CAPTURE_RESPONSES_UNREAD: Final = PREFIX + "capture_responses_unread_total"  # {reason}
 SCHEMA_VIOLATIONS: Final = PREFIX + "schema_violations_total"  # {kind: SchemaViolation}
 
 # Binned features and predictions.
@@ -77,6 +79,15 @@ class SkipReason(StrEnum):
 
     UNPARSED = "unparsed"
     TOO_LARGE = "too_large"
+
+
+class ResponseUnread(StrEnum):
+    """Why a captured exchange's response was not read (its request still was)."""
+
+    ENCODING = "encoding"  # a content coding capture does not decode
+    CORRUPT = "corrupt"  # not what its content coding says
+    TOO_LARGE = "too_large"  # over capture.max_body_bytes, or decoding past max_decoded_bytes
+    UNPARSED = "unparsed"  # not JSON, or JSON in no shape the protocol knows
 
 
 class DropQueue(StrEnum):

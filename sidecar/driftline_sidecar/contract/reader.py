@@ -67,6 +67,7 @@ def snapshot_from_samples(
             bodies_parsed=s.count(names.CAPTURE_BODIES_PARSED),
             unparsed=s.count(names.CAPTURE_SKIPPED, names.REASON, names.SkipReason.UNPARSED),
             too_large=s.count(names.CAPTURE_SKIPPED, names.REASON, names.SkipReason.TOO_LARGE),
+            responses_unread=s.count(names.CAPTURE_RESPONSES_UNREAD),
             dropped=s.count(names.CAPTURE_DROPPED, names.QUEUE, names.DropQueue.CAPTURE),
             log_dropped=s.count(names.CAPTURE_DROPPED, names.QUEUE, names.DropQueue.LOG),
             unknown_fields=s.count(

@@ -64,8 +64,9 @@ class BinCounts(_Model):
 
 class CaptureCounts(_Model):
     records: int = 0  # rows extracted (a batched request gives one per row)
-    bodies_parsed: int = 0
+    bodies_parsed: int = 0  # exchanges whose request was read (features counted)
     unparsed: int = 0  # not JSON, or JSON in no shape the protocol knows
+    responses_unread: int = 0  # request counted, response not (encoding, corrupt, size, shape)
     too_large: int = 0  # over capture.max_body_bytes: forwarded, not read
     dropped: int = 0  # the capture queue was full
     log_dropped: int = 0  # the prediction log queue was full

@@ -21,6 +21,8 @@ and ``/healthz``. ``--latency-ms`` and ``--error-rate`` (or ``DEMO_LATENCY_MS``,
 (the rollout benchmark breaks a canary at a known instant this way), and
 ``GET /control`` reads them. ``--weights FILE`` serves weights trained
 elsewhere (JSON ``{"weights": [...], "bias": b}``) instead of seeded ones.
+``--gzip-min-bytes N`` gzips answers of N bytes or more to clients that accept
+gzip, with Starlette's ``GZipMiddleware`` as MLServer does.
 
 Run: ``python -m driftline_operator.demo.model_server --port 8081``
 """
@@ -39,6 +41,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 import uvicorn
+from starlette.middleware.gzip import GZipMiddleware
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -266,6 +269,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--error-rate", type=float, default=float(os.environ.get("DEMO_ERROR_RATE", "0"))
     )
+    parser.add_argument(
+        "--gzip-min-bytes",
+        type=int,
+        help="gzip answers of at least this many bytes when the client accepts gzip",
+    )
     return parser.parse_args(argv)
 
 
@@ -287,8 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
     )
+    served: Any = app
+    if args.gzip_min_bytes is not None:
+        served = GZipMiddleware(app, minimum_size=args.gzip_min_bytes)
     uvicorn.run(
-        app,
+        served,
         host=args.host,
         port=args.port,
         loop="uvloop",

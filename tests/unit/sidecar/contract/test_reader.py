@@ -49,6 +49,8 @@ def record_traffic(metrics: SidecarMetrics) -> None:
     metrics.records.inc(7)
     metrics.bodies_parsed.inc(5)
     metrics.skipped["too_large"].inc()
+    metrics.responses_unread["encoding"].inc()
+    metrics.responses_unread["corrupt"].inc(2)
     metrics.dropped["log"].inc(2)
     metrics.schema["wrong_type"].inc(3)
     metrics.feature_bins["amount"][2].inc(4)
@@ -95,7 +97,12 @@ def test_the_registry_and_its_text_exposition_give_one_snapshot() -> None:
     assert snapshot.latency.counts[LATENCY_BUCKETS.index(1.0)] == 1
     assert (snapshot.request_bytes, snapshot.response_bytes) == (50, 103)
     assert snapshot.capture == CaptureCounts(
-        records=7, bodies_parsed=5, too_large=1, log_dropped=2, wrong_type=3
+        records=7,
+        bodies_parsed=5,
+        too_large=1,
+        responses_unread=3,
+        log_dropped=2,
+        wrong_type=3,
     )
     assert snapshot.features == {
         "amount": BinCounts(counts=[1, 0, 4, 0], out_of_range=1),
