@@ -84,6 +84,16 @@ class SloStatus(ApiModel):
     message: str = Field(default="", description="The verdict in words.")
 
 
+class PendingActions(ApiModel):
+    actions: list[str] = Field(
+        default_factory=list,
+        description="In order: StartCanary, SetWeight:<percent>, PromoteCanary, …",
+    )
+    previous_phase: Literal["Progressing", "Paused", "Succeeded", "Failed"] | None = Field(
+        default=None, description="The rollout's phase before the decision."
+    )
+
+
 class RolloutStatus(ApiModel):
     phase: Literal["Progressing", "Paused", "Succeeded", "Failed"] | None = Field(
         default=None,
@@ -99,6 +109,20 @@ class RolloutStatus(ApiModel):
     decision: str | None = Field(default=None, description="The last decision and its reason.")
     revision: str | None = Field(
         default=None, description="The canary pod template hash this rollout is about."
+    )
+    pending: PendingActions | None = Field(
+        default=None,
+        description=(
+            "The actions of the decision above, recorded before they are taken and removed "
+            "once all are done; an operator restarted in between takes them again."
+        ),
+    )
+    baseline: str | None = Field(
+        default=None,
+        description=(
+            "canary at weight 100: stable's last full window (JSON), the canary's comparison "
+            "while stable serves nothing."
+        ),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
-from driftline_operator import kube
+from driftline_operator import faults, kube
 from driftline_operator.analysis.runner import AnalysisOutcome, MonitorRunner
 from driftline_operator.api.events import Event
 from driftline_operator.api.names import (
@@ -103,8 +103,10 @@ class AnalysisLoop:
         self._name = name
         self._logger = logger
         self._runner = MonitorRunner(namespace, name, previous_status=previous_status)
+        self._version: str | None = None  # the monitor's resourceVersion this tick writes over
         self._rollout = RolloutLoop(
             workloads=Deployments(api, namespace),
+            record=self._record,
             namespace=namespace,
             name=name,
             admin_token=admin_token,
@@ -117,6 +119,7 @@ class AnalysisLoop:
         # holds now, not what the watch last delivered.
         fresh = await kube.aread(self._api, kube.MONITORS, self._namespace, self._name)
         monitor = fresh if fresh is not None else body
+        self._version = (monitor.get("metadata") or {}).get("resourceVersion")
         pods = await kube.alist_objects(
             self._api, kube.PODS, self._namespace, selector=spec.selector
         )
@@ -137,15 +140,34 @@ class AnalysisLoop:
             now=status.now_rfc3339(),
             rollout=rollout,
         )
-        version = (monitor.get("metadata") or {}).get("resourceVersion")
         await kube.apatch_status(
-            self._api, kube.MONITORS, self._namespace, self._name, patch, resource_version=version
+            self._api,
+            kube.MONITORS,
+            self._namespace,
+            self._name,
+            patch,
+            resource_version=self._version,
         )
+        decision = rollout.decision
+        if decision is not None and decision.actions and decision.event is not None:
+            faults.boundary(f"{decision.event.reason} written")
         if rollout.clear_control:
             # A one-shot control that has been acted on.
             removal = {"metadata": {"annotations": {CONTROL_ANNOTATION: None}}}
             await kube.apatch(self._api, kube.MONITORS, self._namespace, self._name, removal)
         return events + outcome.events + rollout.events
+
+    async def _record(self, fields: Mapping[str, Any]) -> None:
+        """The rollout records a decision before acting on it (`RolloutLoop`)."""
+        written = await kube.apatch_status(
+            self._api,
+            kube.MONITORS,
+            self._namespace,
+            self._name,
+            dict(fields),
+            resource_version=self._version,
+        )
+        self._version = (written.get("metadata") or {}).get("resourceVersion")
 
     async def _reference(
         self, spec: ModelMonitorSpec, events: list[Event]

@@ -233,6 +233,20 @@ class StableBaseline:
         self.min_requests = min_requests
         self._last_full: Snapshot | None = None
 
+    def recorded(self) -> str | None:
+        """The window as status keeps it (JSON): what `compare` reads of
+        stable, without the per-feature bins, which only drift needs."""
+        if self._last_full is None:
+            return None
+        kept = self._last_full.model_copy(update={"features": {}})
+        return kept.model_dump_json(exclude_defaults=True)
+
+    def restore(self, recorded: str) -> None:
+        """A restarted operator takes the window status kept, unless it has
+        measured one itself since."""
+        if self._last_full is None:
+            self._last_full = Snapshot.model_validate_json(recorded)
+
     def choose(self, stable: Snapshot | None, *, weight: float) -> tuple[Snapshot | None, bool]:
         if stable is not None and request_count(stable) >= self.min_requests:
             self._last_full = stable

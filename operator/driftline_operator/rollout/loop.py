@@ -10,21 +10,31 @@ just read from the API, so an operator restarted mid-rollout resumes at the
 step it was at; `rollout.decide` guarantees a promotion or a rollback is not
 repeated.
 
-A decision counts once its actions are done: when one fails (an API or a
-sidecar error), the status is left as it was and the same decision is tried
-again at the next tick, so status never claims what did not happen.
+A decision that acts is recorded in status before its first action
+(`record`, with its actions under `status.rollout.pending`), its actions are
+taken one by one, and the tick's status write removes `pending`. When an
+action fails (an API or a sidecar error), or the operator dies, `pending`
+stays, and the next tick, this operator's or a restarted one's, takes the
+recorded actions again (`machine.resume`) rather than deciding anew. Its
+Event is posted once they are all done.
+
+What the loop keeps in memory is only what a restart may lose: stable's
+last full window below weight 100 (measured again each tick; at weight 100,
+where stable serves nothing, it is kept in `status.rollout.baseline`), the
+Warning last reported, and when this loop began analysing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import aiohttp
 
+from driftline_operator import faults
 from driftline_operator.analysis.windows import Windows
 from driftline_operator.api.events import Event, EventType
 from driftline_operator.api.names import CONFIG_KEY, config_map_name
@@ -54,6 +64,8 @@ from driftline_operator.rollout.machine import (
     SetWeight,
     decide,
     decide_guard,
+    resume,
+    with_pending,
 )
 from driftline_operator.rollout.routers import Router, RouteTarget
 from driftline_sidecar.contract.snapshot import LayoutMismatch, Snapshot, merge
@@ -154,25 +166,33 @@ def numbers(verdict: ComparisonVerdict | None, state: RolloutState) -> dict[str,
     return figures
 
 
+Record = Callable[[Mapping[str, Any]], Awaitable[None]]
+"""Merge these fields into the ModelMonitor's status now (before acting)."""
+
+
 class RolloutLoop:
-    """What one monitor's rollout keeps between ticks (nothing the status
-    does not also hold, except a decision whose actions have to be retried)."""
+    """What one monitor's rollout keeps between ticks: only what a restarted
+    operator may lose (the stable baseline below weight 100, the Warnings
+    already reported, when it began analysing); the rollout's state, its
+    pending actions and the baseline at weight 100 are in status."""
 
     def __init__(
         self,
         *,
         workloads: Workloads,
+        record: Record,
         namespace: str,
         name: str,
         admin_token: str | None,
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         self._workloads = workloads
+        self._record = record
         self._namespace = namespace
         self._name = name
         self._admin_token = admin_token
         self._logger = logger
-        self._pending: tuple[Decision, ComparisonVerdict | None] | None = None
+        self._watching_since: float | None = None  # this loop's first tick
         self._baseline = StableBaseline()
         self._problem: str | None = None  # the last Warning reported, to report it once
         self._shadow: Snapshot | None = None  # stable windows summed since the operator started
@@ -192,6 +212,8 @@ class RolloutLoop:
         now: float | None = None,
     ) -> RolloutOutcome:
         now = time.time() if now is None else now
+        if self._watching_since is None:
+            self._watching_since = now
         strategy = spec.rollout.strategy
         try:
             if strategy == "canary":
@@ -219,10 +241,12 @@ class RolloutLoop:
         )
         router = self._workloads.router(spec.rollout.router)
         state = state_of(monitor)
-        judged, substituted = canary_verdict(spec, windows, self._baseline, weight=state.weight)
-        verdict: ComparisonVerdict | None = judged
-        if self._pending is not None:
-            decision, verdict = self._pending
+        recorded = recorded_baseline(monitor)
+        if recorded is not None:
+            self._baseline.restore(recorded)
+        verdict, substituted = canary_verdict(spec, windows, self._baseline, weight=state.weight)
+        if state.pending is not None:
+            decision = resume(state)
         else:
             decision = decide(
                 spec.rollout,
@@ -232,8 +256,8 @@ class RolloutLoop:
                 controls=self._controls(monitor),
                 canary_revision=await self._workloads.revision(target.canary),
                 stable_revision=await self._workloads.revision(target.stable),
+                watching_since=self._watching_since,
             )
-        decision = _reasserting_weight(decision)
         outcome = await self._carry_out(
             spec, state, decision, verdict, router=router, target=target
         )
@@ -260,8 +284,9 @@ class RolloutLoop:
             canary_service=name,
         )
         state = state_of(monitor)
-        if self._pending is not None:
-            decision, verdict = self._pending
+        verdict: ComparisonVerdict | None = None
+        if state.pending is not None:
+            decision = resume(state)
         else:
             revision = await self._workloads.revision(name)
             history = await self._workloads.revisions(name)
@@ -276,6 +301,7 @@ class RolloutLoop:
                 revision=revision,
                 previous_revision=previous,
                 controls=self._controls(monitor),
+                watching_since=self._watching_since,
             )
         return await self._carry_out(
             spec, state, decision, verdict, router=None, target=target, deployment=name
@@ -328,7 +354,7 @@ class RolloutLoop:
     async def _carry_out(
         self,
         spec: ModelMonitorSpec,
-        before: RolloutState,
+        state: RolloutState,
         decision: Decision,
         verdict: ComparisonVerdict | None,
         *,
@@ -336,19 +362,36 @@ class RolloutLoop:
         target: RouteTarget,
         deployment: str | None = None,
     ) -> RolloutOutcome:
+        """Record a new decision that acts, take its actions one by one,
+        then reassert the weight; the returned status confirms them."""
+        reason = decision.event.reason if decision.event is not None else "Resumed"
+        if state.pending is None and decision.actions:
+            await self._record(self._status(with_pending(state, decision)))
+            faults.boundary(f"{reason} recorded")
         try:
-            await self._workloads.carry_out(
-                decision.actions, router=router, target=target, deployment=deployment
-            )
+            for action in decision.actions:
+                await self._workloads.carry_out(
+                    (action,), router=router, target=target, deployment=deployment
+                )
+                faults.boundary(f"{reason} {type(action).__name__}")
+            live = decision.state.phase in ("Progressing", "Paused")
+            routed = router is not None  # canary; guard moves no traffic
+            if routed and live and not any(isinstance(a, SetWeight) for a in decision.actions):
+                # Every tick, not only at a step change: a stable pod that
+                # started between the ConfigMap write and the push (or whose
+                # sidecar restarted from a stale mount) gets the weight now.
+                # Routers are idempotent: a weight in place costs one read.
+                weight = (SetWeight(decision.state.weight),)
+                await self._workloads.carry_out(weight, router=router, target=target)
         except (ActionError, aiohttp.ClientError) as error:
-            self._pending = (decision, verdict)
-            what = ", ".join(type(a).__name__ for a in decision.actions)
+            what = ", ".join(type(a).__name__ for a in decision.actions) or "SetWeight"
             return self._report(f"{self.who}: {what} failed, retrying at the next tick: {error}")
-        self._pending = None
         self._problem = None
-        state = decision.state
+        state, before = decision.state, state
+        if before.pending is not None:  # resumed: the phase before is the recorded one
+            before = replace(before, phase=before.pending.previous_phase)
         outcome = RolloutOutcome(
-            status={"rollout": state.to_status().model_dump(by_alias=True)},
+            status=self._status(state),
             clear_control=decision.clear_control,
             decision=decision,
             verdict=verdict,
@@ -377,6 +420,15 @@ class RolloutLoop:
                 )
         return outcome
 
+    def _status(self, state: RolloutState) -> dict[str, Any]:
+        """`state` as status fields. At weight 100 a live canary's status
+        also keeps stable's last full window: stable serves nothing then, so
+        a restarted operator could not measure it again."""
+        rollout = state.to_status().model_dump(by_alias=True)
+        live = state.phase in ("Progressing", "Paused")
+        rollout["baseline"] = self._baseline.recorded() if live and state.weight >= 100 else None
+        return {"rollout": rollout}
+
     def _report(self, problem: str) -> RolloutOutcome:
         """A Warning Event the first time a problem is seen, a log line each time."""
         self._logger.warning(problem)
@@ -387,21 +439,17 @@ class RolloutLoop:
         return outcome
 
 
-def _reasserting_weight(decision: Decision) -> Decision:
-    """While a canary is live, every tick sets its weight again, not only a
-    step change: a stable pod that started between the ConfigMap write and
-    the push (or whose sidecar restarted from a stale mount) gets it now.
-    Routers are idempotent, so a weight already in place costs one read."""
-    live = decision.state.phase in ("Progressing", "Paused")
-    if not live or any(isinstance(a, SetWeight) for a in decision.actions):
-        return decision
-    return replace(decision, actions=(*decision.actions, SetWeight(decision.state.weight)))
-
-
 def state_of(monitor: Mapping[str, Any]) -> RolloutState:
     """The rollout's state as the ModelMonitor's status holds it."""
     raw = (monitor.get("status") or {}).get("rollout")
     return RolloutState.from_status(RolloutStatus.model_validate(raw) if raw else None)
+
+
+def recorded_baseline(monitor: Mapping[str, Any]) -> str | None:
+    """stable's last full window as status keeps it at weight 100 (JSON)."""
+    raw = (monitor.get("status") or {}).get("rollout") or {}
+    baseline = raw.get("baseline")
+    return str(baseline) if baseline else None
 
 
 def owner_name(obj: Mapping[str, Any], kind: str) -> str | None:

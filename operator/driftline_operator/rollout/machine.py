@@ -4,14 +4,23 @@ Each analysis tick the operator reads the rollout's state from status, gets a
 verdict on the last window (`compare`), and calls `decide` (canary) or
 `decide_guard` (guard). The decision says the next state, the actions for
 the shell to take (router weight, Deployment changes), the Event with its
-numbers, and whether the phase changed (for the alert hook). The shell takes
-the actions, then writes the state back to status.
+numbers, and whether the phase changed (for the alert hook).
 
-Because the state lives in status, an operator restarted mid-rollout resumes
-from the step it was at; a terminal phase (Succeeded / Failed) for the same
-canary revision decides nothing, so a promotion or rollback is never
-repeated. Every action is idempotent, so a crash between taking the actions
-and writing status only repeats harmless work.
+Crash safety: the state lives in status, and is written before its effects.
+A decision that acts is recorded first (`with_pending`: the new state plus
+its actions under `pending`), then its actions are taken, then a status
+write without `pending` confirms them. A restarted operator that finds
+`pending` does not decide again: `resume` takes the recorded actions again
+(every action is idempotent: a weight already set, a template already
+copied, a Deployment already scaled change nothing) and then goes on. So a
+kill at any point either loses a decision nothing has acted on yet (it is
+decided again from the same status) or finds it recorded; never a step
+taken but forgotten, which would set the old weight again. A terminal phase
+(Succeeded / Failed) for the same canary revision decides nothing, so a
+promotion or rollback is never repeated. Time is read from status too (the
+step's start), except the progress deadline, which also waits for the
+operator to have watched (`watching_since`): an operator that was away had
+no data to judge, and its absence must not fail a canary.
 
 Manual controls come from the `driftline.io/rollout` annotation: `pause`
 holds the rollout while it is set; `resume` (or removing `pause`) continues
@@ -28,7 +37,7 @@ from typing import Literal, get_args
 from driftline_operator.api.events import Event
 from driftline_operator.api.names import CONTROL_ANNOTATION
 from driftline_operator.api.spec import Rollout
-from driftline_operator.api.status import RolloutStatus
+from driftline_operator.api.status import PendingActions, RolloutStatus
 from driftline_operator.api.values import from_rfc3339, rfc3339
 from driftline_operator.rollout.compare import ComparisonVerdict
 
@@ -86,6 +95,7 @@ class RolloutState:
     step_started_at: float | None = None  # unix seconds
     revision: str | None = None  # the canary (guard: the Deployment) template hash
     decision: str | None = None  # "Reason: message" of the last decision
+    pending: Pending | None = None  # the decision's actions, recorded but not yet all done
 
     @property
     def reason(self) -> str | None:
@@ -104,6 +114,7 @@ class RolloutState:
             step_started_at=from_rfc3339(started) if started else None,
             revision=status.revision,
             decision=status.decision,
+            pending=Pending.from_status(status.pending) if status.pending else None,
         )
 
     def to_status(self) -> RolloutStatus:
@@ -116,6 +127,7 @@ class RolloutState:
             step_started_at=rfc3339(started) if started is not None else None,
             revision=self.revision,
             decision=self.decision,
+            pending=self.pending.to_status() if self.pending else None,
         )
 
 
@@ -154,6 +166,58 @@ class RestoreRevision:
 
 Action = SetWeight | StartCanary | PromoteCanary | ScaleCanaryToZero | RestoreRevision
 
+
+def encode_action(action: Action) -> str:
+    """How an action is written in `status.rollout.pending`."""
+    match action:
+        case SetWeight(weight=weight):
+            return f"SetWeight:{weight:g}"
+        case RestoreRevision(revision=revision):
+            return f"RestoreRevision:{revision}"
+        case _:
+            return type(action).__name__
+
+
+def decode_action(text: str) -> Action:
+    name, _, argument = text.partition(":")
+    try:
+        match name:
+            case "SetWeight":
+                return SetWeight(float(argument))
+            case "RestoreRevision" if argument:
+                return RestoreRevision(argument)
+            case "StartCanary":
+                return StartCanary()
+            case "PromoteCanary":
+                return PromoteCanary()
+            case "ScaleCanaryToZero":
+                return ScaleCanaryToZero()
+    except ValueError:
+        pass
+    raise RolloutError(
+        f"status.rollout.pending holds {text!r}, not an action this operator takes; "
+        "remove status.rollout.pending to decide afresh"
+    )
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A decision's actions, recorded with its state before they are taken
+    (a write-ahead record): whoever finds it takes them again, in order."""
+
+    actions: tuple[Action, ...]
+    previous_phase: RolloutPhase | None = None  # for the alert: the phase before the decision
+
+    @classmethod
+    def from_status(cls, status: PendingActions) -> Pending:
+        actions = tuple(decode_action(a) for a in status.actions)
+        return cls(actions=actions, previous_phase=status.previous_phase)
+
+    def to_status(self) -> PendingActions:
+        actions = [encode_action(a) for a in self.actions]
+        return PendingActions(actions=actions, previous_phase=self.previous_phase)
+
+
 PROMOTE: tuple[Action, ...] = (PromoteCanary(), SetWeight(0.0), ScaleCanaryToZero())
 ROLLBACK: tuple[Action, ...] = (SetWeight(0.0), ScaleCanaryToZero())
 
@@ -186,6 +250,29 @@ def _decided(
     )
 
 
+def with_pending(before: RolloutState, decision: Decision) -> RolloutState:
+    """What to record before taking a decision's actions: its state, with
+    the actions still to do."""
+    return replace(decision.state, pending=Pending(decision.actions, previous_phase=before.phase))
+
+
+def resume(state: RolloutState) -> Decision:
+    """Finish a recorded decision (`state.pending`): its actions again (each
+    is idempotent, so those already done change nothing), and its Event,
+    which is posted only once all of them are done."""
+    assert state.pending is not None, "resume() is for a state with pending actions"
+    event = None
+    if state.decision:
+        reason, _, message = state.decision.partition(": ")
+        event = Event("Warning" if state.phase == "Failed" else "Normal", reason, message)
+    return Decision(
+        state=replace(state, pending=None),
+        actions=state.pending.actions,
+        event=event,
+        phase_changed=state.phase != state.pending.previous_phase,
+    )
+
+
 def _where(state: RolloutState) -> str:
     return f"step {state.step + 1} at weight {state.weight:g}%"
 
@@ -202,13 +289,15 @@ def decide(
     controls: Controls = Controls(),
     canary_revision: str | None = None,
     stable_revision: str | None = None,
+    watching_since: float | None = None,
 ) -> Decision:
     """The next step of a canary rollout.
 
     `verdict` is the comparison of the last window (None when there was no
     window yet); the revisions are pod template hashes of the two
     Deployments: a new canary revision starts (or restarts) a rollout, and a
-    canary equal to stable has nothing to roll out.
+    canary equal to stable has nothing to roll out. `watching_since` is when
+    this operator began analysing (see `_deadline_clock`).
     """
     steps = spec.steps
     command = controls.command
@@ -262,7 +351,24 @@ def decide(
         event = Event("Normal", "Resumed", f"resumed at {_where(state)}")
         return _decided(state, after, event, clear_control=command == "resume")
 
-    return _analyse(spec, state, verdict, now=now, clear_control=command == "resume")
+    return _analyse(
+        spec,
+        state,
+        verdict,
+        now=now,
+        watching_since=watching_since,
+        clear_control=command == "resume",
+    )
+
+
+def _deadline_clock(started: float | None, watching_since: float | None, now: float) -> float:
+    """How long a step has waited for conclusive data *while an operator
+    was there to collect it*. A window takes two collections, so an operator
+    that was down (or just restarted) could not have seen any data for that
+    time: a step's progress deadline counts from the later of the step's
+    start and the moment this operator began analysing."""
+    begun = max((t for t in (started, watching_since) if t is not None), default=now)
+    return now - begun
 
 
 def _analyse(
@@ -271,6 +377,7 @@ def _analyse(
     verdict: ComparisonVerdict | None,
     *,
     now: float,
+    watching_since: float | None,
     clear_control: bool,
 ) -> Decision:
     started = state.step_started_at if state.step_started_at is not None else now
@@ -278,10 +385,11 @@ def _analyse(
     if verdict is None or verdict.verdict == "insufficient_data":
         why = verdict.reason if verdict is not None else "InsufficientData: no window yet"
         deadline = spec.progress_deadline.seconds
-        if held >= deadline:
+        waited = _deadline_clock(state.step_started_at, watching_since, now)
+        if waited >= deadline:
             after = replace(state, phase="Failed", weight=0.0)
             message = (
-                f"no conclusive analysis for {held:.0f}s at {_where(state)} "
+                f"no conclusive analysis for {waited:.0f}s at {_where(state)} "
                 f"(deadline {spec.progress_deadline}); last: {why}"
             )
             event = Event("Warning", "ProgressDeadlineExceeded", message)
@@ -337,6 +445,7 @@ def decide_guard(
     revision: str,
     previous_revision: str | None,
     controls: Controls = Controls(),
+    watching_since: float | None = None,
 ) -> Decision:
     """Bake a Deployment's new revision; roll it back if it breaks the SLOs.
 
@@ -392,11 +501,12 @@ def decide_guard(
         return _decided(state, replace(state, failures=failures), event)
 
     if verdict is None or verdict.verdict == "insufficient_data":
-        if baked >= spec.progress_deadline.seconds:
+        waited = _deadline_clock(state.step_started_at, watching_since, now)
+        if waited >= spec.progress_deadline.seconds:
             # No data is not bad data: report, but do not undo pods that
             # nobody has shown to be broken.
             after = replace(state, phase="Failed")
-            message = f"revision {revision} got no conclusive analysis in {baked:.0f}s: {why}"
+            message = f"revision {revision} got no conclusive analysis in {waited:.0f}s: {why}"
             return _decided(state, after, Event("Warning", "ProgressDeadlineExceeded", message))
         if state.reason == "InsufficientData":
             return _decided(state, replace(state, decision=why), None)

@@ -128,13 +128,21 @@ class Harness:
         self.workloads = RecordingWorkloads()
         self.tracker = WindowTracker()
         self.monitor: dict[str, Any] = {"metadata": {}, "status": {}}
-        self.loop = RolloutLoop(
+        self.loop = self.start()
+
+    def start(self) -> RolloutLoop:
+        """A loop as a (re)started operator makes it: nothing but the monitor."""
+        return RolloutLoop(
             workloads=self.workloads,
+            record=self.record,
             namespace="ml",
             name="m",
             admin_token=None,
             logger=logging.getLogger("test"),
         )
+
+    async def record(self, fields: Mapping[str, Any]) -> None:
+        self.monitor["status"].update(fields)
 
     async def tick(self, now: float) -> RolloutOutcome:
         windows = self.tracker.advance(await self.source.collect(TARGETS, now=now))
@@ -210,17 +218,21 @@ async def test_failing_canary_is_rolled_back_after_the_failure_limit() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_decision_whose_actions_failed_changes_no_status_and_is_retried() -> None:
+async def test_a_decision_whose_actions_failed_stays_pending_and_is_retried() -> None:
     h = Harness()
     h.workloads.failing = True
     failed = await h.tick(0.0)
-    assert failed.status == {} and h.state.phase is None
+    assert failed.status == {}  # nothing confirmed; the record says what is pending
+    assert h.state.phase == "Progressing"
+    assert h.state.pending is not None
+    assert h.state.pending.actions == (StartCanary(), SetWeight(50.0))
     assert [(e.type, e.reason) for e in failed.events] == [("Warning", "RolloutError")]
     assert "the API server is away" in failed.events[0].message
     retried = await h.tick(1.0)
     assert retried.decision is not None and retried.decision.event is not None
     assert retried.decision.event.reason == "RolloutStarted"
     assert h.workloads.taken == [StartCanary(), SetWeight(50.0)]
+    assert h.state.pending is None and h.state.step_started_at == 0.0
 
 
 @pytest.mark.asyncio

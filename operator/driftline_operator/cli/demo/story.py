@@ -188,6 +188,7 @@ class DemoRun:
         self.targets = [_target(self.fleet, "stable"), _target(self.fleet, "canary")]
         self.loop = RolloutLoop(
             workloads=FleetWorkloads(self.fleet, router),
+            record=self._record,
             namespace=DEMO_TARGET.namespace,
             name=DEMO_TARGET.monitor,
             admin_token=self.fleet.token,
@@ -201,6 +202,9 @@ class DemoRun:
         await self.traffic.stop()
         await self.source.close()
         await self.fleet.close()
+
+    async def _record(self, fields: Mapping[str, Any]) -> None:
+        self.monitor["status"].update(fields)  # as the operator patches status
 
     async def tick(self) -> Tick:
         """The next tick, at its scheduled time. The tick's clock is the
