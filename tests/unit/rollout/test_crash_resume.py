@@ -22,10 +22,15 @@ from driftline_operator.api.spec import Rollout
 from driftline_operator.rollout.machine import (
     Pending,
     PromoteCanary,
+    RestoreRevision,
+    RolloutError,
     RolloutState,
     ScaleCanaryToZero,
     SetWeight,
+    StartCanary,
     decide,
+    decode_action,
+    encode_action,
     resume,
 )
 
@@ -158,3 +163,16 @@ def test_the_progress_deadline_does_not_count_time_the_operator_was_away() -> No
     failed = decide(ROLLOUT, state, None, now=600.0, watching_since=480.0)
     assert failed.state.phase == "Failed" and failed.event is not None
     assert failed.event.reason == "ProgressDeadlineExceeded"
+
+
+@pytest.mark.parametrize(
+    "action",
+    [StartCanary(), SetWeight(12.5), PromoteCanary(), ScaleCanaryToZero(), RestoreRevision("ab12")],
+)
+def test_every_action_reads_back_as_recorded(action: Any) -> None:
+    assert decode_action(encode_action(action)) == action
+
+
+def test_a_recorded_action_this_operator_does_not_know_is_an_error_naming_the_fix() -> None:
+    with pytest.raises(RolloutError, match=r"remove status\.rollout\.pending"):
+        decode_action("Reboot")
