@@ -1,11 +1,35 @@
 """The admin API on the admin port (never behind the model's Service).
 
-``/metrics``, ``/healthz``, ``/readyz``, ``/v1/snapshot``, ``/v1/config``.
-Reads are open; ``PUT /v1/config`` needs the bearer token whose SHA-256 is
-``admin_token_sha256`` (disabled, 404, without one) and changes ``routing``
-only: the rest of the config (the upstream, the listen addresses, the token
-itself) is the pod's, fixed at start, so a write can neither redirect the
-model's traffic nor lock the operator out.
+Who may call what, and why:
+
+- ``PUT /v1/config``: the operator only, with the bearer token whose SHA-256
+  is ``admin_token_sha256`` (401 without a token, 403 with a wrong one, 404
+  when the sidecar has no hash: writes disabled). It changes ``routing`` only
+  (422 naming anything else): the upstream, the addresses, the namespace and
+  the token hash are the pod's, fixed at start, so a write can neither
+  redirect the model's own traffic nor lock the operator out. And routing may
+  name only Services in the sidecar's namespace (``SidecarConfig.namespace``,
+  written by the operator): a canary or shadow URL anywhere else is a 422
+  naming the field, so the token cannot send requests (and their payloads)
+  out of the monitor's namespace.
+- ``/healthz``, ``/readyz``: open. The kubelet probes them and sends no
+  credentials; they say only whether the model port answers.
+- ``/metrics``: open. Prometheus scrapes it (a ServiceMonitor or annotations)
+  without a token; it holds counts and histograms with bounded labels (model,
+  version, role, feature names, bin indexes, class labels), no request data.
+- ``/v1/snapshot``: open. It is ``/metrics`` read into one document (the same
+  registry, ``contract.reader``); a token on it would hide nothing that
+  ``/metrics`` does not already show.
+- ``GET /v1/config``: open. It holds no secret: the token appears only as its
+  SHA-256 (of a 256-bit HMAC, ``controller/tokens.py``), the PII salt only as
+  the name of its environment variable; the rest is in the pods' ConfigMap.
+  The operator reads it before each ``PUT``.
+
+The port listens on all the pod's addresses (``--admin 0.0.0.0:<port>``):
+the operator, Prometheus and the kubelet all reach it on the pod IP from
+outside the pod, so no narrower bind serves them. Narrowing who reaches it is
+the network's job: a NetworkPolicy admitting the operator's and Prometheus'
+pods to the admin port (README, "The sidecar's admin port").
 """
 
 from __future__ import annotations
@@ -95,6 +119,16 @@ def create_admin_app(state: AdminState) -> FastAPI:
         if fixed:
             return JSONResponse(
                 {"error": f"only routing can change at run time, not {', '.join(fixed)}"},
+                status_code=422,
+            )
+        namespace = state.config.namespace
+        outside = new.routing.outside(namespace) if namespace is not None else {}
+        if outside:
+            return JSONResponse(
+                {
+                    "error": f"routing may name only Services in namespace {namespace}",
+                    "detail": [{"field": f, "problem": p} for f, p in outside.items()],
+                },
                 status_code=422,
             )
         state.config = new

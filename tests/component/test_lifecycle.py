@@ -130,6 +130,69 @@ def test_config_api_needs_the_token(
     assert httpx.get(url, timeout=5).json()["routing"]["canary_weight"] == 25.0
 
 
+def test_routing_may_name_only_services_of_the_sidecars_namespace(
+    model: ModelServer, sidecar_factory: Callable[..., Sidecar]
+) -> None:
+    sidecar = sidecar_factory(
+        model.url, namespace="ml", admin_token_sha256=hashlib.sha256(b"s3cret").hexdigest()
+    )
+    url, good = sidecar.admin + "/v1/config", {"authorization": "Bearer s3cret"}
+    current = httpx.get(url, timeout=5).json()
+    assert current["namespace"] == "ml"
+
+    def put(**routing: Any) -> httpx.Response:
+        changed = {**current, "routing": {**current["routing"], **routing}}
+        return httpx.put(url, json=changed, headers=good, timeout=5)
+
+    for field, target in (
+        ("canary_url", "http://attacker.example:80"),
+        ("canary_url", "http://fraud-v2.payments.svc:80"),
+        ("shadow_url", "http://10.0.0.7:8080"),
+        ("shadow_url", "http://fraud-v2.ml.svc.attacker.example"),
+    ):
+        response = put(**{field: target, "canary_weight": 50.0, "shadow_percent": 50.0})
+        assert response.status_code == 422, target
+        detail = response.json()["detail"]
+        assert [d["field"] for d in detail] == [f"routing.{field}"]
+        assert target in detail[0]["problem"] and "namespace ml" in detail[0]["problem"]
+    # Nor can a write move the sidecar to another namespace first.
+    moved = {**current, "namespace": "payments"}
+    response = httpx.put(url, json=moved, headers=good, timeout=5)
+    assert response.status_code == 422 and "namespace" in response.json()["error"]
+    assert httpx.get(url, timeout=5).json() == current  # nothing of the refused writes applied
+
+    response = put(canary_url="http://fraud-v2.ml.svc:80", shadow_url=None)
+    assert response.status_code == 200
+    assert response.json()["routing"]["canary_url"] == "http://fraud-v2.ml.svc:80"
+
+
+def test_a_config_routing_out_of_its_namespace_keeps_the_sidecar_from_starting(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sidecar.yaml"
+    routing = {"canary_url": "http://attacker.example:80", "canary_weight": 10}
+    path.write_text(yaml.safe_dump({"model": {"name": "m"}, "namespace": "ml", "routing": routing}))
+    result = run_sidecar("--config", str(path))
+    assert result.returncode == 2
+    assert "routing.canary_url" in result.stderr and "namespace ml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_reads_are_open_and_hold_no_secret(
+    model: ModelServer, sidecar_factory: Callable[..., Sidecar]
+) -> None:
+    """The kubelet, Prometheus and a person read the admin API without a token;
+    nothing there gives the write token away (admin.py says who may call what)."""
+    token = "s3cret-token-0123456789"
+    sidecar = sidecar_factory(
+        model.url, admin_token_sha256=hashlib.sha256(token.encode()).hexdigest()
+    )
+    for path in ("/healthz", "/readyz", "/metrics", "/v1/snapshot", "/v1/config"):
+        response = httpx.get(sidecar.admin + path, timeout=5)
+        assert response.status_code == 200, path
+        assert token not in response.text, path
+
+
 def test_config_api_is_disabled_without_a_token(sidecar: Sidecar) -> None:
     config = httpx.get(sidecar.admin + "/v1/config", timeout=5).json()
     response = httpx.put(

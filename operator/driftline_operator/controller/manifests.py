@@ -55,12 +55,14 @@ def sidecar_config(
     spec: ModelMonitorSpec,
     *,
     profile_path: str | None,
+    namespace: str | None = None,
     admin_token_sha256: str | None = None,
     routing: RoutingConfig | None = None,
 ) -> SidecarConfig:
     """The sidecar's config for every pod of the monitor (see the module docstring
     for what each pod gets on its command line instead). `routing` is what the
-    operator decided about traffic (shadow mirror, canary weight)."""
+    operator decided about traffic (shadow mirror, canary weight); `namespace`,
+    the monitor's, is the only one the sidecars will route to (its Services)."""
     model = spec.model
     return SidecarConfig(
         model=ModelConfig(
@@ -77,6 +79,7 @@ def sidecar_config(
                 task=model.prediction.task,
             ),
         ),
+        namespace=namespace,
         admin=f"0.0.0.0:{spec.sidecar.admin_port}",
         profile_path=profile_path,
         admin_token_sha256=admin_token_sha256,
@@ -122,6 +125,7 @@ def config_map(
     config = sidecar_config(
         spec,
         profile_path=reference_profile_path(spec),
+        namespace=namespace,
         admin_token_sha256=token_sha256(admin_token),
         routing=routing,
     )

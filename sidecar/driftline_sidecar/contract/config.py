@@ -7,6 +7,7 @@ This schema is a contract between the operator and the sidecar (DESIGN.md,
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -114,11 +115,42 @@ class RoutingConfig(_Strict):
             raise ValueError(
                 f"{url!r} is not an http(s) URL; give e.g. http://fraud-canary.ml.svc:80"
             )
+        if url is not None and URL(url).raw_user is not None:
+            raise ValueError(f"{url!r}: a routing URL carries no user or password")
         return url
+
+    def outside(self, namespace: str) -> dict[str, str]:
+        """The targets (field → why) that are not a Service in ``namespace``.
+
+        The operator routes to Services of the monitor's own namespace only
+        (``http://<service>.<namespace>.svc:<port>``, the canary's and the
+        shadow's), so that is all a sidecar started in that namespace accepts:
+        ``<service>.<namespace>.svc`` or its ``.svc.cluster.local`` form. No
+        other host, no IP address, no other namespace's Service.
+        """
+        allowed = (f"{namespace}.svc", f"{namespace}.svc.cluster.local")
+        problems = {}
+        for field, url in (("canary_url", self.canary_url), ("shadow_url", self.shadow_url)):
+            host = (URL(url).host or "") if url else ""
+            service, _, domain = host.partition(".")
+            if url and not (_SERVICE_NAME.fullmatch(service) and domain in allowed):
+                problems[f"routing.{field}"] = (
+                    f"{url!r} is not a Service in namespace {namespace}: this sidecar routes "
+                    f"only to http://<service>.{namespace}.svc[.cluster.local]:<port>"
+                )
+        return problems
+
+
+_SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1035, as Services are named
+_NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # RFC 1123 label
 
 
 class SidecarConfig(_Strict):
     model: ModelConfig
+    # The namespace of the pods' ModelMonitor (the operator sets it). With one,
+    # routing may send traffic only to Services in it (``RoutingConfig.outside``);
+    # without one (a sidecar run by hand, the demo) anywhere. Fixed at start.
+    namespace: str | None = Field(default=None, pattern=_NAMESPACE)
     upstream: str = "http://127.0.0.1:8081"  # the model container, on loopback
     listen: str = "0.0.0.0:8080"  # the proxy port
     admin: str = "0.0.0.0:9090"  # /metrics, /healthz, /readyz, /v1/*
@@ -144,4 +176,9 @@ def load_config(path: str | Path) -> SidecarConfig:
         raise ValueError(
             f"{path}: the sidecar config must be a mapping, got {type(document).__name__}"
         )
-    return SidecarConfig.model_validate(document)
+    config = SidecarConfig.model_validate(document)
+    if config.namespace is not None:
+        problems = config.routing.outside(config.namespace)
+        if problems:
+            raise ValueError("; ".join(f"{field}: {why}" for field, why in problems.items()))
+    return config

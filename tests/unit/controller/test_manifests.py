@@ -12,7 +12,7 @@ import yaml
 
 from driftline_operator.api.spec import ModelMonitorSpec
 from driftline_operator.controller import manifests as render
-from driftline_sidecar.contract.config import SidecarConfig, load_config
+from driftline_sidecar.contract.config import RoutingConfig, SidecarConfig, load_config
 
 SPEC = ModelMonitorSpec.model_validate(
     {
@@ -104,11 +104,37 @@ def test_the_sidecar_loads_the_rendered_document(tmp_path: Path):
     expected = render.sidecar_config(
         SPEC,
         profile_path=render.reference_profile_path(SPEC),
+        namespace="ml",
         admin_token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest(),
     )
     assert loaded == expected
+    assert loaded.namespace == "ml"  # the one namespace its routing may name
     assert yaml.safe_load(path.read_text())["model"]["name"] == "fraud"
     assert TOKEN not in path.read_text()  # only its hash: a ConfigMap is no place for it
+
+
+def test_the_routing_the_operator_writes_is_routing_the_sidecar_accepts(tmp_path: Path):
+    shadow_spec = SPEC.model_copy(
+        update={
+            "rollout": SPEC.rollout.model_validate(
+                {"strategy": "shadow", "shadowService": {"name": "fraud-v2", "port": 80}}
+            )
+        }
+    )
+    shadow = render.shadow_routing(shadow_spec, namespace="ml", port=8080)
+    # The sidecar router's canary URL (routers/sidecar.py, _canary_url).
+    canary = RoutingConfig(canary_url="http://fraud-v2.ml.svc:80", canary_weight=25.0)
+    for routing in (shadow, canary):
+        cm = render.config_map(
+            "fraud", "ml", shadow_spec, owner=OWNER, admin_token=TOKEN, routing=routing
+        )
+        path = tmp_path / "sidecar.yaml"
+        path.write_text(cm["data"]["sidecar.yaml"])
+        assert load_config(path).routing == routing
+        assert routing.outside("ml") == {}
+        assert list(routing.outside("other")) == [
+            "routing.shadow_url" if routing is shadow else "routing.canary_url"
+        ]
 
 
 def test_an_owner_without_uid_is_refused():
