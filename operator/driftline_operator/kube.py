@@ -74,6 +74,7 @@ SERVICES = Resource("v1", "services", "Service")
 DEPLOYMENTS = Resource("apps/v1", "deployments", "Deployment")
 REPLICASETS = Resource("apps/v1", "replicasets", "ReplicaSet")
 MONITORS = Resource(f"{GROUP}/{VERSION}", PLURAL, "ModelMonitor")
+LEASES = Resource("coordination.k8s.io/v1", "leases", "Lease")
 
 
 def connect() -> ApiClient:
@@ -227,6 +228,18 @@ def _drop_empty_strings(value: Any) -> Any:
     if isinstance(value, list):
         return [_drop_empty_strings(v) for v in value]
     return value
+
+
+def create(api: ApiClient, resource: Resource, manifest: Obj) -> Obj:
+    """Create the object; an ApiException with status 409 when it exists."""
+    return _call(api, "POST", resource.path(manifest["metadata"]["namespace"]), manifest)
+
+
+def replace(api: ApiClient, resource: Resource, manifest: Obj) -> Obj:
+    """Write the whole object; with metadata.resourceVersion set, an
+    ApiException with status 409 when someone wrote it since that version."""
+    metadata = manifest["metadata"]
+    return _call(api, "PUT", resource.path(metadata["namespace"], metadata["name"]), manifest)
 
 
 def apply(api: ApiClient, resource: Resource, manifest: Obj) -> Obj:

@@ -45,7 +45,9 @@ def read_only_root(cluster: Cluster, namespace: str, target: str, container: str
 
 
 def test_the_operator_runs_with_the_charts_service_account_as_non_root(driftline: Cluster):
-    (pod,) = driftline.kubectl_json("-n", RELEASE_NAMESPACE, "get", "pods")["items"]
+    pods = driftline.kubectl_json("-n", RELEASE_NAMESPACE, "get", "pods")["items"]
+    assert len(pods) == 2, "the chart's default: two replicas, one holding the Lease"
+    pod = pods[0]
     assert pod["spec"]["serviceAccountName"] == RELEASE
     (container,) = pod["spec"]["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

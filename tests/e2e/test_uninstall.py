@@ -26,13 +26,16 @@ KINDS = (
 
 
 def test_the_operator_was_never_refused_by_the_api_server(driftline: Cluster):
-    (pod,) = driftline.kubectl_json("-n", RELEASE_NAMESPACE, "get", "pods")["items"]
-    log = driftline.kubectl("-n", RELEASE_NAMESPACE, "logs", f"pod/{pod['metadata']['name']}")
-    (driftline.artifacts / "operator.log").write_text(log)
-    refused = [line for line in log.splitlines() if re.search(r"\b403\b|Forbidden", line)]
-    assert not refused, "\n".join(refused[:20])
-    # A restart would have taken the earlier log with it.
-    assert [s["restartCount"] for s in pod["status"]["containerStatuses"]] == [0]
+    pods = driftline.kubectl_json("-n", RELEASE_NAMESPACE, "get", "pods")["items"]
+    assert pods, "no operator pod"
+    for pod in pods:  # every replica: the leader and the standbys
+        name = pod["metadata"]["name"]
+        log = driftline.kubectl("-n", RELEASE_NAMESPACE, "logs", f"pod/{name}")
+        (driftline.artifacts / f"{name}.log").write_text(log)
+        refused = [line for line in log.splitlines() if re.search(r"\b403\b|Forbidden", line)]
+        assert not refused, "\n".join(refused[:20])
+        # A restart would have taken the earlier log with it.
+        assert [s["restartCount"] for s in pod["status"]["containerStatuses"]] == [0]
 
 
 def driftline_objects(cluster: Cluster) -> set[str]:

@@ -230,7 +230,13 @@ class Operator:
 
 @contextlib.contextmanager
 def running_operator(
-    server: ApiServer, tmp: Path, *, cert_dir: Path, operator_namespace: str
+    server: ApiServer,
+    tmp: Path,
+    *,
+    cert_dir: Path,
+    operator_namespace: str,
+    extra_env: dict[str, str] | None = None,
+    log_name: str = "operator.log",
 ) -> Iterator[Operator]:
     webhook_port, metrics_port, liveness_port = free_port(), free_port(), free_port()
     env = {
@@ -242,8 +248,9 @@ def running_operator(
         "DRIFTLINE_WEBHOOK_CERT_DIR": str(cert_dir),
         "DRIFTLINE_METRICS_PORT": str(metrics_port),
         "DRIFTLINE_SIDECAR_IMAGE": "ghcr.io/driftline/sidecar:test",
+        **(extra_env or {}),
     }
-    log = tmp / "operator.log"
+    log = tmp / log_name
     liveness = f"http://127.0.0.1:{liveness_port}/healthz"
     command = [sys.executable, "-m", "driftline_operator.controller.main", "--verbose"]
     command += ["--namespace", server.namespace, "--liveness", liveness]

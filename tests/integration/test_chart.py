@@ -124,7 +124,8 @@ def test_resources_are_namespaced_in_the_release(combination: tuple[str, list[Ma
         if m["kind"] in cluster_scoped:
             assert namespace is None, m["kind"]
         elif m["kind"] in ("Role", "RoleBinding"):
-            assert namespace in watched
+            leader_election = m["metadata"]["name"].endswith("-leader-election")
+            assert namespace == NAMESPACE if leader_election else namespace in watched
         else:
             assert namespace == NAMESPACE, m["kind"]
 
@@ -138,7 +139,8 @@ BAD_VALUES = [
     ({"tls": {"mode": "secret", "secret": {"name": "x", "caBundle": "not base64!"}}}, "caBundle"),
     ({"tls": {"mode": "cert-manager", "certManager": {"issuerRef": {"kind": "ClusterIssuer"}}}},
      "issuerRef"),
-    ({"operator": {"replicas": 2}}, "/operator/replicas"),
+    ({"operator": {"replicas": -1}}, "/operator/replicas"),
+    ({"operator": {"leaderElection": {"leaseDurationSeconds": "15s"}}}, "leaseDurationSeconds"),
     ({"operator": {"image": {"repository": "x", "pullPolicy": "Sometimes"}}}, "pullPolicy"),
     ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
     ({"serviceMonitor": {"interval": "soon"}}, "/serviceMonitor/interval"),
@@ -360,7 +362,7 @@ def test_env_is_exactly_what_the_operator_reads(tmp_path: Path) -> None:
     plain = {
         k: v for k, v in env.items() if isinstance(v, str) and k != "DRIFTLINE_WEBHOOK_CERT_DIR"
     }
-    config = OperatorConfig.from_env(plain)
+    config = OperatorConfig.from_env({**plain, "DRIFTLINE_NAMESPACE": NAMESPACE})
     assert (config.webhook_port, config.metrics_port) == (9443, 9100)
     assert config.sidecar_image == "reg.local/sidecar:dev"
 
@@ -371,7 +373,6 @@ def test_driftline_operator_accepts_the_args(name: str, tmp_path: Path) -> None:
 
     args = operator_container(render(COMBINATIONS[name], tmp_path))["args"]
     parsed = _parser().parse_args(args)
-    assert parsed.peering is None, "one replica runs standalone"
     assert parsed.liveness == "http://0.0.0.0:8080/healthz"
     assert parsed.namespace == COMBINATIONS[name].get("watchNamespaces", [])
     assert parsed.debug is (name == "everything")
@@ -455,8 +456,12 @@ def test_namespaced_mode_keeps_grants_inside_the_watched_namespaces(tmp_path: Pa
     cluster = grants(only(manifests, "ClusterRole"))
     assert {r for _, r, _ in cluster} == {"customresourcedefinitions", "namespaces"}
     assert {v for _, _, v in cluster} == {"list", "watch"}
-    roles = [m for m in manifests if m["kind"] == "Role"]
-    bindings = [m for m in manifests if m["kind"] == "RoleBinding"]
+
+    def watched(kind: str) -> list[Manifest]:  # the leader election's pair is the release's
+        return [m for m in manifests if m["kind"] == kind
+                and not m["metadata"]["name"].endswith("-leader-election")]  # fmt: skip
+
+    roles, bindings = watched("Role"), watched("RoleBinding")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["fraud", "ml"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["fraud", "ml"]
     account = only(manifests, "ServiceAccount")["metadata"]["name"]
@@ -465,6 +470,54 @@ def test_namespaced_mode_keeps_grants_inside_the_watched_namespaces(tmp_path: Pa
             {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
         ]
         assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
+
+
+def test_replicas_elect_a_leader_through_one_lease_of_the_release(tmp_path: Path) -> None:
+    manifests = render({}, tmp_path)
+    lease = only(manifests, "Lease")
+    assert lease["metadata"]["namespace"] == NAMESPACE
+    assert "spec" not in lease, "the holder is the operator's to write, never the chart's"
+    env = env_of(operator_container(manifests))
+    assert env["DRIFTLINE_LEASE_NAME"] == lease["metadata"]["name"]
+    assert env["DRIFTLINE_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    (role,) = [m for m in manifests if m["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    # get and update of this one Lease: no create (the chart made it), no other Lease.
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease["metadata"]["name"]],
+            "verbs": ["get", "update"],
+        }
+    ]
+    (binding,) = [m for m in manifests if m["kind"] == "RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == only(manifests, "ServiceAccount")["metadata"]["name"]
+    assert not any(r == "leases" for _, r, _ in grants(only(manifests, "ClusterRole")))
+
+
+def test_two_replicas_roll_and_drain_without_losing_the_webhook(tmp_path: Path) -> None:
+    manifests = render({}, tmp_path)
+    deployment = only(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    budget = only(manifests, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    pod = deployment["spec"]["template"]["spec"]
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    env = env_of(operator_container(manifests))
+    drain = float(env["DRIFTLINE_SHUTDOWN_DRAIN_SECONDS"])
+    assert 0 < drain < pod["terminationGracePeriodSeconds"]
+    # One replica: no budget (it would block every drain), no anti-affinity needed.
+    single = render({"operator": {"replicas": 1}}, tmp_path)
+    assert "PodDisruptionBudget" not in kinds(single)
+    assert "affinity" not in only(single, "Deployment")["spec"]["template"]["spec"]
 
 
 # -- ServiceMonitor ---------------------------------------------------------------

@@ -149,7 +149,22 @@ CANNOT = [
 ]
 
 
-def allowed(kubeconfig: str, verb: str, group: str, resource: str, namespace: str) -> bool:
+LEASE = f"{RELEASE}-driftline-leader"
+# (verb, lease name, namespace): the operator's own Lease only, never another's.
+LEASES_CAN = [("get", LEASE, NAMESPACE), ("update", LEASE, NAMESPACE)]
+LEASES_CANNOT = [
+    ("update", "kube-controller-manager", "kube-system"),
+    ("update", "other", NAMESPACE),
+    ("update", LEASE, MODELS),
+    ("create", "", NAMESPACE),
+    ("delete", LEASE, NAMESPACE),
+    ("list", "", NAMESPACE),
+]
+
+
+def allowed(
+    kubeconfig: str, verb: str, group: str, resource: str, namespace: str, name: str = ""
+) -> bool:
     """Ask the API server's authorizer (a SubjectAccessReview) about the operator's account."""
     resource, _, subresource = resource.partition("/")
     review = {
@@ -160,7 +175,8 @@ def allowed(kubeconfig: str, verb: str, group: str, resource: str, namespace: st
             "groups": ["system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}",
                        "system:authenticated"],
             "resourceAttributes": {"verb": verb, "group": group, "resource": resource,
-                                   "subresource": subresource, "namespace": namespace},
+                                   "subresource": subresource, "namespace": namespace,
+                                   "name": name},
         },
     }  # fmt: skip
     result = subprocess.run(
@@ -173,6 +189,9 @@ def allowed(kubeconfig: str, verb: str, group: str, resource: str, namespace: st
 def test_operator_account_can_do_what_it_needs_and_no_more(installed: str) -> None:
     assert [c for c in CAN if not allowed(installed, *c)] == []
     assert [c for c in CANNOT if allowed(installed, *c)] == []
+    lease = "coordination.k8s.io", "leases"
+    assert [c for c in LEASES_CAN if not allowed(installed, c[0], *lease, c[2], c[1])] == []
+    assert [c for c in LEASES_CANNOT if allowed(installed, c[0], *lease, c[2], c[1])] == []
 
 
 def test_example_is_accepted_whole_and_pods_start_without_the_operator(installed: str) -> None:

@@ -76,3 +76,8 @@ app.kubernetes.io/component: operator
 {{- define "driftline.excludedNamespaces" -}}
 {{- concat (list "kube-system" .Release.Namespace) .Values.webhook.excludeNamespaces | uniq | toJson }}
 {{- end }}
+
+{{/* The Lease whose holder alone acts (see templates/leader-election.yaml). */}}
+{{- define "driftline.leaseName" -}}
+{{- printf "%s-leader" (include "driftline.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}

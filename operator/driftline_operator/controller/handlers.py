@@ -88,20 +88,41 @@ def _webhook_server(config: OperatorConfig) -> kopf.WebhookServer:
     )
 
 
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    if "config" not in memo:  # run as `kopf run handlers.py` rather than driftline-operator
-        memo.config = OperatorConfig.from_env()
+# Two operators, two registries (see `replica`): every replica runs SERVING,
+# which only reads (the index) and answers the webhook; only the holder of the
+# Lease runs ACTING, which holds every handler that writes. Nothing here
+# registers with kopf's default registry.
+SERVING = kopf.OperatorRegistry()
+ACTING = kopf.OperatorRegistry()
+
+
+@kopf.on.login(registry=SERVING)
+@kopf.on.login(registry=ACTING)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The kubernetes client's credentials (in-cluster or KUBECONFIG), as
+    kopf's default registry would pick them; explicit registries start empty."""
+    return kopf.login_via_client(**kwargs)
+
+
+@kopf.on.startup(registry=SERVING)
+def configure_serving(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # No finalizer, progress or diff-base settings: this operator never writes
+    # a ModelMonitor (its default finalizer name is not ACTING's, so it never
+    # removes ACTING's either).
+    settings.admission.server = _webhook_server(memo.config)
+    if memo.get("dev"):
+        # Only for a developer's cluster: in-cluster the chart owns the configuration.
+        settings.admission.managed = f"driftline-operator.{GROUP}"
+
+
+@kopf.on.startup(registry=ACTING)
+def configure_acting(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.api = kube.connect()
     memo.admin_key = tokens.operator_key(memo.config.keyfile)
     # Keep kopf's bookkeeping in annotations: the CRD's status schema is structural.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.admission.server = _webhook_server(memo.config)
-    if memo.get("dev"):
-        # Only for a developer's cluster: in-cluster the chart owns the configuration.
-        settings.admission.managed = f"driftline-operator.{GROUP}"
 
 
 # -- ModelMonitor: configuration ------------------------------------------------
@@ -111,9 +132,9 @@ def _warn(body: Any, *, reason: str, message: str) -> None:
     kopf.warn(body, reason=reason, message=message)
 
 
-@kopf.on.resume(*MONITORS, id="reconcile")
-@kopf.on.create(*MONITORS, id="reconcile")
-@kopf.on.update(*MONITORS, id="reconcile", field="spec")
+@kopf.on.resume(*MONITORS, id="reconcile", registry=ACTING)
+@kopf.on.create(*MONITORS, id="reconcile", registry=ACTING)
+@kopf.on.update(*MONITORS, id="reconcile", field="spec", registry=ACTING)
 def reconcile(
     body: kopf.Body, name: str, namespace: str | None, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -218,7 +239,7 @@ def _reference_problem(
     return None
 
 
-@kopf.on.delete(*MONITORS, id="cleanup")
+@kopf.on.delete(*MONITORS, id="cleanup", registry=ACTING)
 async def cleanup(
     body: kopf.Body,
     name: str,
@@ -275,7 +296,7 @@ async def _finalize_rollout(
 # -- ModelMonitor: the analysis loop ----------------------------------------------
 
 
-@kopf.daemon(*MONITORS, id="analysis", cancellation_timeout=10.0)
+@kopf.daemon(*MONITORS, id="analysis", cancellation_timeout=10.0, registry=ACTING)
 async def analysis(
     stopped: kopf.DaemonStopped,
     body: kopf.Body,
@@ -345,13 +366,15 @@ async def _analyse_once(
 # -- Pods: the admission webhook ---------------------------------------------------
 
 
-@kopf.index(*MONITORS, id="monitors")
+@kopf.index(*MONITORS, id="monitors", registry=SERVING)
 def monitors(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, admission.MonitorEntry]:
     assert namespace is not None  # ModelMonitors are namespaced: kopf always passes one
     return {namespace: admission.entry_from(dict(body))}
 
 
-@kopf.on.mutate("", "v1", "pods", id=WEBHOOK_ID, operations=["CREATE"], ignore_failures=True)
+@kopf.on.mutate(
+    "", "v1", "pods", id=WEBHOOK_ID, operations=["CREATE"], ignore_failures=True, registry=SERVING
+)
 def inject_sidecar(
     body: kopf.Body,
     patch: kopf.Patch,

@@ -5,13 +5,15 @@
     driftline-operator --dev                # also manage the webhook configuration
 
 Settings come from DRIFTLINE_* variables (see `settings`); this command
-only adds what is about how kopf runs.
+only adds what is about how kopf runs. With DRIFTLINE_LEASE_NAME set, any
+number of replicas run side by side: all serve the webhook, the Lease's
+holder alone acts (`replica`, `election`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 import kopf
 
 from driftline_operator.analysis import metrics as opmetrics
+from driftline_operator.controller import replica
 from driftline_operator.controller.settings import OperatorConfig, SettingsError
 
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
@@ -47,12 +50,6 @@ def _parser() -> argparse.ArgumentParser:
         help=f"Where kopf serves its liveness probe (default {DEFAULT_LIVENESS}).",
     )
     parser.add_argument(
-        "--peering",
-        metavar="NAME",
-        default=None,
-        help="Coordinate with other replicas through this KopfPeering (default: standalone).",
-    )
-    parser.add_argument(
         "--dev",
         action="store_true",
         help="Create and update the MutatingWebhookConfiguration itself (development only).",
@@ -73,19 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose, debug=args.debug)
     logging.getLogger("driftline_operator").setLevel(logging.DEBUG if args.debug else logging.INFO)
     opmetrics.serve(config.metrics_port)  # the operator's own /metrics
-    importlib.import_module(
-        "driftline_operator.controller.handlers"
-    )  # registers the handlers with kopf
-
-    kopf.run(
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        liveness_endpoint=args.liveness,
-        memo=kopf.Memo(config=config, dev=args.dev),
-    )
-    return 0
+    scope = replica.Scope(namespaces=tuple(args.namespace))
+    return asyncio.run(replica.run(config, scope=scope, liveness=args.liveness, dev=args.dev))
 
 
 if __name__ == "__main__":

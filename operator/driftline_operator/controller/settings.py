@@ -23,6 +23,12 @@ ENVIRONMENT = {
     "webhook_cert_dir": "DRIFTLINE_WEBHOOK_CERT_DIR",
     "metrics_port": "DRIFTLINE_METRICS_PORT",
     "otlp_endpoint": "DRIFTLINE_OTLP_ENDPOINT",
+    "pod_name": "DRIFTLINE_POD_NAME",
+    "lease_name": "DRIFTLINE_LEASE_NAME",
+    "lease_duration_seconds": "DRIFTLINE_LEASE_DURATION_SECONDS",
+    "lease_renew_deadline_seconds": "DRIFTLINE_LEASE_RENEW_DEADLINE_SECONDS",
+    "lease_retry_period_seconds": "DRIFTLINE_LEASE_RETRY_PERIOD_SECONDS",
+    "shutdown_drain_seconds": "DRIFTLINE_SHUTDOWN_DRAIN_SECONDS",
 }
 
 
@@ -62,6 +68,42 @@ class OperatorConfig(BaseModel):
         default=None,
         description="OTLP/HTTP endpoint given to injected sidecars. Unset: spans go nowhere.",
     )
+    pod_name: str | None = Field(
+        default=None,
+        description="This replica's pod name, the start of its identity in the Lease.",
+    )
+    lease_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        max_length=253,
+        description=(
+            "The coordination.k8s.io Lease in `namespace` whose holder alone acts on "
+            "ModelMonitors (see `election`). Unset: this process always acts (one replica)."
+        ),
+    )
+    lease_duration_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a standby waits, after it last saw the Lease change, to take it over.",
+    )
+    lease_renew_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long the leader keeps trying to renew before it stops acting.",
+    )
+    lease_retry_period_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between the leader's renewals and between a standby's attempts.",
+    )
+    shutdown_drain_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "On SIGTERM, seconds the webhook is still served after the Lease is released, "
+            "while the pod leaves the Service's endpoints."
+        ),
+    )
 
     @property
     def certfile(self) -> Path | None:
@@ -88,6 +130,8 @@ class OperatorConfig(BaseModel):
                 for e in error.errors()
             )
             raise SettingsError(f"invalid operator settings: {problems}") from None
+        if config.lease_name is not None:
+            _check_lease(config)
         if config.webhook_cert_dir is not None:
             missing = [p for p in (config.certfile, config.keyfile) if p and not p.is_file()]
             if missing:
@@ -97,3 +141,28 @@ class OperatorConfig(BaseModel):
                     "(mount the webhook's TLS Secret there, or unset it for a self-signed one)"
                 )
         return config
+
+
+def _check_lease(config: OperatorConfig) -> None:
+    """The Lease's timings hold together as client-go requires: a leader gives
+    up (renew deadline) before a standby may take over (duration), and retries
+    at least twice within its deadline."""
+    names = ENVIRONMENT
+    if config.namespace is None:
+        raise SettingsError(
+            f"{names['lease_name']}={config.lease_name!r} needs {names['namespace']} "
+            "(the Lease lives in the operator's own namespace)"
+        )
+    duration = config.lease_duration_seconds
+    deadline = config.lease_renew_deadline_seconds
+    retry = config.lease_retry_period_seconds
+    if not deadline < duration:
+        raise SettingsError(
+            f"{names['lease_renew_deadline_seconds']}={deadline:g} must be less than "
+            f"{names['lease_duration_seconds']}={duration:g}"
+        )
+    if not 2 * retry <= deadline:
+        raise SettingsError(
+            f"{names['lease_retry_period_seconds']}={retry:g} must be at most half of "
+            f"{names['lease_renew_deadline_seconds']}={deadline:g}"
+        )

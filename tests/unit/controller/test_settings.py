@@ -73,6 +73,47 @@ def test_a_bad_value_names_its_variable(variable: str, value: str, expected: str
         OperatorConfig.from_env({variable: value})
 
 
+def test_leader_election_reads_its_lease_and_timings():
+    config = OperatorConfig.from_env(
+        {
+            "DRIFTLINE_NAMESPACE": "driftline-system",
+            "DRIFTLINE_POD_NAME": "driftline-7d9c-abcde",
+            "DRIFTLINE_LEASE_NAME": "driftline-leader",
+            "DRIFTLINE_LEASE_DURATION_SECONDS": "6",
+            "DRIFTLINE_LEASE_RENEW_DEADLINE_SECONDS": "4",
+            "DRIFTLINE_LEASE_RETRY_PERIOD_SECONDS": "1",
+            "DRIFTLINE_SHUTDOWN_DRAIN_SECONDS": "5",
+        }
+    )
+    assert (config.lease_name, config.pod_name) == ("driftline-leader", "driftline-7d9c-abcde")
+    assert (
+        config.lease_duration_seconds,
+        config.lease_renew_deadline_seconds,
+        config.lease_retry_period_seconds,
+        config.shutdown_drain_seconds,
+    ) == (6, 4, 1, 5)
+    # client-go's defaults; no Lease: this process always acts.
+    default = OperatorConfig.from_env({})
+    assert default.lease_name is None
+    assert (default.lease_duration_seconds, default.lease_renew_deadline_seconds) == (15, 10)
+    assert default.lease_retry_period_seconds == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"DRIFTLINE_NAMESPACE": ""}, "needs DRIFTLINE_NAMESPACE"),
+        ({"DRIFTLINE_LEASE_RENEW_DEADLINE_SECONDS": "15"}, "must be less than"),
+        ({"DRIFTLINE_LEASE_RETRY_PERIOD_SECONDS": "6"}, "at most half"),
+        ({"DRIFTLINE_LEASE_NAME": "Not_A_Name"}, "DRIFTLINE_LEASE_NAME='Not_A_Name'"),
+    ],
+)
+def test_lease_settings_that_cannot_work_are_refused(changes: dict[str, str], expected: str):
+    env = {"DRIFTLINE_NAMESPACE": "driftline-system", "DRIFTLINE_LEASE_NAME": "leader", **changes}
+    with pytest.raises(SettingsError, match=expected):
+        OperatorConfig.from_env(env)
+
+
 def test_a_cert_dir_without_the_files_says_what_to_mount(tmp_path: Path):
     with pytest.raises(SettingsError, match=r"missing .*tls\.crt.*tls\.key"):
         OperatorConfig.from_env({"DRIFTLINE_WEBHOOK_CERT_DIR": str(tmp_path)})
