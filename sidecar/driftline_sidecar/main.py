@@ -1,9 +1,11 @@
 """``driftline-sidecar``: the proxy and the admin API in one process.
 
 The proxy port is ``driftline_sidecar.server`` (httptools on uvloop), the
-admin port a uvicorn server, both in one event loop. On SIGTERM or SIGINT the proxy stops accepting, finishes the requests in
-flight, then the capture queue and the prediction log are flushed, spans
-exported, and the process exits 0.
+admin port a uvicorn server, both in one event loop. On SIGTERM or SIGINT the
+proxy drains (``ProxyServer.shutdown``: no new connections, ``Connection:
+close`` on what it answers from then on, idle connections closed after a short
+grace, requests in flight finished), then the capture queue and the prediction
+log are flushed, spans exported, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from driftline_sidecar.metrics import SCORE_BUCKETS, SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog
 from driftline_sidecar.proxy import Proxy
 from driftline_sidecar.routing import CanarySplit
-from driftline_sidecar.server import ProxyServer
+from driftline_sidecar.server import Limits, ProxyServer
 from driftline_sidecar.shadow import ShadowMirror
 from driftline_sidecar.tracing import Tracing
 from driftline_sidecar.upstream import UpstreamPool
@@ -258,7 +260,16 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         last_upstream_ok=lambda: proxy.last_upstream_ok,
         on_config=[lambda new: split.update(new.routing), shadow.update],
     )
-    proxy_server = ProxyServer(proxy)
+    limits = config.proxy
+    proxy_server = ProxyServer(
+        proxy,
+        limits=Limits(
+            max_body_bytes=limits.max_request_body_bytes,
+            header_timeout_seconds=limits.header_timeout_seconds,
+            body_timeout_seconds=limits.body_timeout_seconds,
+        ),
+        drain_grace_seconds=limits.drain_grace_seconds,
+    )
     admin_server = _server(create_admin_app(state), config.admin, graceful_seconds=1)
     await proxy_server.start(*split_address(config.listen))
 

@@ -13,6 +13,21 @@ body bytes. Request bodies are read whole (chunked ones de-chunked) and sent
 with a ``Content-Length``; responses stream back as they arrive, re-chunked
 when the model sent no length. ``Expect: 100-continue`` is answered here.
 Pipelined requests are answered in order. One task per client connection.
+
+What is not forwarded (``driftline_sidecar.framing`` has nginx's rules) is
+answered here in its turn: the answers to the valid requests before it go
+first, then the error (400, 405, 408, 413, 414, 431, 501, 505) with
+``Connection: close``, and nothing after it on that connection is read. The
+body has a size limit, checked against Content-Length before it is read and
+while it is de-chunked; the head and the body each have a time limit.
+``Upgrade`` is hop-by-hop: such a request is proxied as a plain one, and the
+requests after it on the connection are served too.
+
+On shutdown (``ProxyServer.shutdown``) it drains as Envoy does: no new
+connections, ``Connection: close`` on every response that starts from then on,
+idle keep-alive connections kept for a short grace (a request already on its
+way is answered, with that header) and then closed, requests in flight
+finished.
 """
 
 from __future__ import annotations
@@ -21,13 +36,21 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic
 
 import httptools
 
+from driftline_sidecar.framing import (
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    MAX_LINE_BYTES,
+    Rejection,
+    origin_form,
+    valid_host,
+)
 from driftline_sidecar.proxy import Exchange, Proxy
 from driftline_sidecar.upstream import ResponseHead, UpstreamError, UpstreamGone, UpstreamTimeout
 
@@ -35,8 +58,31 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 5.0  # an idle client connection is closed after this (uvicorn's default)
 MAX_QUEUED = 16  # pipelined requests parsed ahead; reading pauses beyond this
+LINGER_SECONDS = 2.0  # after an error answer, unread bytes are drained this long before closing
 NO_BODY_STATUS = frozenset({204, 304})
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Headers looked at before forwarding; the rest pass without a second look.
+_CHECKED = frozenset({b"host", b"transfer-encoding", b"content-length", b"expect"})
+_NOT_ALLOWED = frozenset({b"CONNECT", b"TRACE"})  # a proxy to one model tunnels and echoes nothing
+REASONS = {
+    400: b"Bad Request",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    505: b"HTTP Version Not Supported",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client request may take (``ProxyConfig`` in the sidecar config)."""
+
+    max_body_bytes: int = 32 << 20
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 60.0
 
 
 @dataclass(slots=True)
@@ -45,10 +91,18 @@ class _Request:
     target: bytes
     version: str
     headers: list[tuple[bytes, bytes]]
+    since: float  # when its head began, then when its body was asked for
     keep_alive: bool = True
     expect_continue: bool = False
     body: list[bytes] = field(default_factory=list)
-    complete: asyncio.Future[None] | None = None
+    complete: asyncio.Future[None] | None = None  # set once its head is parsed
+    host: bytes | None = None
+    chunked: bool = False
+    read_end: int = 0  # bytes received by the end of the read its head began in
+    head_bytes: int = 0  # its header lines
+    length: int = 0  # its Content-Length
+    body_bytes: int = 0
+    rejection: Rejection | None = None  # answered by the sidecar instead
 
 
 class _Relay:
@@ -68,6 +122,8 @@ class _Relay:
         unframed = not self._no_body and head.content_length is None
         if unframed and self._client.http10:
             exchange.keep_alive = False  # HTTP/1.0 knows no chunks: the end is the close
+        if self._client.draining:
+            exchange.keep_alive = False  # shutting down: this answer is the connection's last
         self._chunked = unframed and not self._client.http10
         extra = [b"transfer-encoding: chunked"] if self._chunked else []
         self._out.append(self._client.proxy.response_head(head, exchange, extra))
@@ -93,6 +149,7 @@ class _ClientConnection(asyncio.Protocol):
     def __init__(self, server: ProxyServer) -> None:
         self.proxy = server.proxy
         self._server = server
+        self._limits = server.limits
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
@@ -106,6 +163,10 @@ class _ClientConnection(asyncio.Protocol):
         self.idle_since = monotonic()
         self.closing = False
         self._task: asyncio.Task[None] | None = None
+        self._received = 0  # bytes read from the client, in all
+        self._stopped_reading = False  # a request was refused: the rest is not parsed
+        self._paused = False
+        self._linger = False
 
     # asyncio.Protocol
 
@@ -117,14 +178,38 @@ class _ClientConnection(asyncio.Protocol):
         self._task = self._loop.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # Upgrade is hop-by-hop: the request is proxied as a plain one
-        except httptools.HttpParserError as error:
-            self._bad_request(str(error))
+        if self._stopped_reading:
+            return  # after a refusal: drained, never parsed
+        self._received += len(data)
+        while True:
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                # The request was queued as a plain one (bodiless: see
+                # on_headers_complete); what follows it is the next request.
+                self._parser = httptools.HttpRequestParser(self)
+                data = data[upgrade.args[0] :]
+                if data and not self._stopped_reading:
+                    continue
+            except httptools.HttpParserError as error:
+                cause = error.__context__
+                if not isinstance(cause, Rejection):
+                    cause = Rejection(400, f"invalid HTTP request: {error}")
+                self._refuse(cause)
+                return
+            break
+        request = self._request
+        # httptools holds an unfinished header line until it ends: bound a
+        # head still coming by what was read since the read it began in.
+        if (
+            request is not None
+            and request.complete is None
+            and self._received - request.read_end > MAX_HEAD_BYTES
+        ):
+            self._refuse(Rejection(431, "request head over 32 KiB"))
             return
         if len(self._queue) > MAX_QUEUED and self._transport is not None:
+            self._paused = True
             self._transport.pause_reading()
         self._wake()
 
@@ -143,34 +228,95 @@ class _ClientConnection(asyncio.Protocol):
         if self._exchange is not None and self._exchange.upstream is not None:
             self._exchange.upstream.resume_reading()
 
-    # httptools callbacks
+    # httptools callbacks (a ``Rejection`` raised here stops the parser)
 
     def on_message_begin(self) -> None:
-        self._request = _Request(b"", b"", "1.1", [])
+        # The head began somewhere in this read: what comes in later reads
+        # while it is incomplete is all head (data_received bounds it).
+        self._request = _Request(b"", b"", "1.1", [], monotonic(), read_end=self._received)
 
     def on_url(self, url: bytes) -> None:
-        assert self._request is not None
-        self._request.target += url
+        request = self._request
+        assert request is not None
+        request.target += url
+        if len(request.target) > MAX_LINE_BYTES:
+            raise Rejection(414, "request target over 8 KiB")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._request is not None
-        self._request.headers.append((name, value))
+        request = self._request
+        assert request is not None
+        request.headers.append((name, value))
+        size = len(name) + len(value) + 4
+        if size > MAX_LINE_BYTES:
+            raise Rejection(431, "a header line over 8 KiB")
+        request.head_bytes += size
+        if request.head_bytes > MAX_HEAD_BYTES:
+            raise Rejection(431, "request head over 32 KiB")
+        lower = name.lower()
+        if lower in _CHECKED:
+            self._check_header(request, lower, value)
+
+    def _check_header(self, request: _Request, name: bytes, value: bytes) -> None:
+        if name == b"host":
+            if request.host is not None:
+                raise Rejection(400, "duplicate Host header")
+            request.host = value
+        elif name == b"transfer-encoding":
+            if request.chunked:
+                raise Rejection(400, "duplicate Transfer-Encoding header")
+            if value.lower() != b"chunked":
+                raise Rejection(501, "Transfer-Encoding other than chunked")
+            request.chunked = True
+        elif name == b"content-length":
+            # httptools has checked that it is a number, and the only one.
+            request.length = int(value)
+            if request.length > self._limits.max_body_bytes:
+                raise Rejection(413, f"body over {self._limits.max_body_bytes} bytes")
+        elif value.lower() == b"100-continue":
+            request.expect_continue = True
 
     def on_headers_complete(self) -> None:
         request, parser = self._request, self._parser
         assert request is not None
-        request.method = parser.get_method()
-        request.version = parser.get_http_version()
+        request.method = method = parser.get_method()
+        request.version = version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise Rejection(505 if version >= "2" else 400, f"HTTP/{version} is not served")
+        if method in _NOT_ALLOWED:
+            raise Rejection(405, f"{method.decode()} is not allowed")
+        if request.host is None:
+            if version == "1.1":
+                raise Rejection(400, "HTTP/1.1 request without Host")
+        elif not valid_host(request.host):
+            raise Rejection(400, "invalid Host header")
+        if request.chunked and version == "1.0":  # RFC 9112 6.1: the framing is unreliable
+            raise Rejection(400, "HTTP/1.0 request with Transfer-Encoding")
+        if len(method) + len(request.target) + 13 > MAX_LINE_BYTES:
+            raise Rejection(414, "request line over 8 KiB")
+        if len(request.headers) > MAX_HEADERS:
+            raise Rejection(431, f"over {MAX_HEADERS} header lines")
+        target, authority = origin_form(request.target)
+        if authority is not None:  # the target's host wins over Host (RFC 9112 3.2.2)
+            request.target = target
+            request.headers = [
+                (n, authority if n.lower() == b"host" else v) for n, v in request.headers
+            ]
+        if parser.should_upgrade() and (request.chunked or request.length):
+            # httptools stops at an upgrade's head: a body would be read as requests.
+            raise Rejection(400, "Upgrade request with a body")
         request.keep_alive = parser.should_keep_alive()
-        request.expect_continue = request.version == "1.1" and any(
-            n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in request.headers
-        )
+        request.expect_continue = request.expect_continue and version == "1.1"
+        request.since = monotonic()
         request.complete = self._loop.create_future()
         self._queue.append(request)
 
     def on_body(self, body: bytes) -> None:
-        assert self._request is not None
-        self._request.body.append(body)
+        request = self._request
+        assert request is not None
+        request.body.append(body)
+        request.body_bytes += len(body)
+        if request.body_bytes > self._limits.max_body_bytes:  # de-chunking
+            raise Rejection(413, f"body over {self._limits.max_body_bytes} bytes")
 
     def on_message_complete(self) -> None:
         request, self._request = self._request, None
@@ -196,26 +342,31 @@ class _ClientConnection(asyncio.Protocol):
                     continue
                 request = self._queue.popleft()
                 self.busy = True
-                if len(self._queue) == MAX_QUEUED and self._transport is not None:
+                if self._paused and len(self._queue) <= MAX_QUEUED and self._transport is not None:
+                    self._paused = False
                     self._transport.resume_reading()
                 keep_alive = await self._answer(request)
                 self.busy = False
                 self.idle_since = monotonic()
-                if not keep_alive or self._server.stopping:
+                if not keep_alive:
                     break
         except asyncio.CancelledError:
             pass
         finally:
             self.busy = False
-            if self._transport is not None:
-                self._transport.close()
+            self._end()
 
     async def _answer(self, request: _Request) -> bool:
-        assert request.complete is not None
-        if not request.complete.done():
+        complete = request.complete
+        if complete is not None and not complete.done():
             if request.expect_continue:
                 self.write(CONTINUE)
-            await request.complete
+                request.since = monotonic()  # the body is asked for only now
+            await complete
+        if request.rejection is not None:
+            self.write(_refusal(request.rejection))
+            self._linger = True
+            return False
         self.http10 = request.version == "1.0"
         exchange = self._exchange = self.proxy.begin(
             request.method,
@@ -223,7 +374,7 @@ class _ClientConnection(asyncio.Protocol):
             request.version,
             request.headers,
             request.body,
-            keep_alive=request.keep_alive,
+            keep_alive=request.keep_alive and not self._server.stopping,
             client=self._client,
         )
         relay = _Relay(self, exchange)
@@ -232,6 +383,7 @@ class _ClientConnection(asyncio.Protocol):
         except UpstreamError as error:
             if exchange.responded:
                 raise asyncio.CancelledError from None  # mid-body: closing is the only signal
+            exchange.keep_alive = exchange.keep_alive and not self.draining
             self.write(self.proxy.error_response(exchange, error))
         else:
             relay.end()
@@ -240,8 +392,51 @@ class _ClientConnection(asyncio.Protocol):
             self.proxy.finish(exchange)
         return exchange.keep_alive
 
+    def _refuse(self, rejection: Rejection) -> None:
+        """Answer ``rejection`` after the requests queued before it; read no further."""
+        self._stopped_reading = True
+        request, self._request = self._request, None
+        if request is not None and request.complete is not None and not request.complete.done():
+            request.rejection = rejection  # queued already: its body was being read
+            request.complete.set_result(None)
+        else:
+            self._queue.append(_Request(b"", b"", "1.1", [], 0.0, rejection=rejection))
+        self._wake()
+
+    def expire(self, now: float) -> None:
+        """Refuse a request whose head or body is taking too long (408)."""
+        request = self._request
+        if request is None or self._paused or self._stopped_reading:
+            return
+        if request.complete is None:
+            if now - request.since > self._limits.header_timeout_seconds:
+                limit = self._limits.header_timeout_seconds
+                self._refuse(Rejection(408, f"request head not received within {limit:g} s"))
+        elif now - request.since > self._limits.body_timeout_seconds:
+            limit = self._limits.body_timeout_seconds
+            self._refuse(Rejection(408, f"request body not received within {limit:g} s"))
+
+    def _end(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._linger and transport.can_write_eof():
+            # The client may still be sending what was refused: closing now
+            # would reset the connection and could destroy the answer. Send
+            # the end, drop what still comes for a while, then close.
+            transport.write_eof()
+            if self._paused:
+                transport.resume_reading()
+            self._loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
+
+    @property
+    def draining(self) -> bool:
+        return self._server.stopping
+
     def idle(self) -> bool:
-        return not self.busy and not self._queue
+        return not self.busy and not self._queue and self._request is None
 
     def close(self) -> None:
         self.closing = True
@@ -253,24 +448,31 @@ class _ClientConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def _bad_request(self, problem: str) -> None:
-        body = json.dumps({"error": f"invalid HTTP request: {problem}"}).encode()
-        self.write(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+
+def _refusal(rejection: Rejection) -> bytes:
+    body = json.dumps({"error": rejection.problem}).encode()
+    return (
+        b"HTTP/1.1 %d %b\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%b"
+        % (
+            rejection.status,
+            REASONS[rejection.status],
+            len(body),
+            body,
         )
-        self.closing = True
-        if self._transport is not None:
-            self._transport.close()
+    )
 
 
 class ProxyServer:
-    """Listens on the proxy port; ``shutdown`` drains requests in flight."""
+    """Listens on the proxy port; ``shutdown`` drains (see the module docstring)."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(
+        self, proxy: Proxy, *, limits: Limits | None = None, drain_grace_seconds: float = 1.0
+    ) -> None:
         self.proxy = proxy
+        self.limits = limits or Limits()
         self.connections: set[_ClientConnection] = set()
         self.stopping = False
+        self._drain_grace = drain_grace_seconds
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -279,31 +481,35 @@ class ProxyServer:
         self._server = await loop.create_server(
             lambda: _ClientConnection(self), host, port, reuse_address=True, backlog=2048
         )
-        self._sweeper = loop.create_task(self._close_idle())
+        self._sweeper = loop.create_task(self._sweep())
 
-    async def _close_idle(self) -> None:
-        # One sweep a second instead of a timer per request.
+    async def _sweep(self) -> None:
+        # One sweep a second instead of timers per request.
         while True:
             await asyncio.sleep(1.0)
-            self._close_where(lambda c: monotonic() - c.idle_since > KEEPALIVE_SECONDS)
+            self._check(keepalive=KEEPALIVE_SECONDS)
 
-    def _close_where(self, predicate: Callable[[_ClientConnection], bool]) -> None:
+    def _check(self, *, keepalive: float) -> None:
+        now = monotonic()
         for connection in list(self.connections):
-            if connection.idle() and predicate(connection):
+            if not connection.idle():
+                connection.expire(now)
+            elif now - connection.idle_since > keepalive:
                 connection.close()
 
     async def shutdown(self, *, timeout: float) -> None:
-        """Stop accepting, let requests in flight finish (up to ``timeout``), close the rest."""
+        """Stop accepting; from now on every response says ``Connection: close``;
+        idle connections get ``drain_grace_seconds`` for a request already on its
+        way, then close; requests in flight finish (up to ``timeout``)."""
         self.stopping = True
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
-        deadline = monotonic() + timeout
-        while monotonic() < deadline:
-            self._close_where(lambda c: True)
-            if not self.connections:
-                break
+        began = monotonic()
+        while self.connections and monotonic() - began < timeout:
+            grace_over = monotonic() - began >= self._drain_grace
+            self._check(keepalive=0.0 if grace_over else math.inf)
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
             with contextlib.suppress(Exception):
@@ -311,4 +517,4 @@ class ProxyServer:
         self.proxy.close()
 
 
-__all__ = ["ProxyServer", "UpstreamGone", "UpstreamTimeout"]
+__all__ = ["Limits", "ProxyServer", "UpstreamGone", "UpstreamTimeout"]

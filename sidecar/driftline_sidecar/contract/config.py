@@ -86,6 +86,29 @@ class TracingConfig(_Strict):
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
+class ProxyConfig(_Strict):
+    """Limits of the proxy port, per client request (nginx answers alike).
+
+    A body is refused (413) over ``max_request_body_bytes``, from its
+    Content-Length before it is read, or while a chunked one is read. nginx's
+    1 MiB default is too small for model batches (a batch of 1,000 rows of 100
+    features as JSON is ~1-2 MiB; images more); 32 MiB lets batches through
+    while bounding what one request holds in memory (the body is buffered
+    whole before it is forwarded). A head must arrive within
+    ``header_timeout_seconds`` of its first byte and a body within
+    ``body_timeout_seconds`` of its head (of ``100 Continue``, when the client
+    asked for it), else 408: a client that sends a head and then a trickle, or
+    nothing, no longer holds a connection and its buffers indefinitely. On
+    shutdown idle keep-alive connections stay open ``drain_grace_seconds``, so
+    a request already on its way is answered (with ``Connection: close``).
+    """
+
+    max_request_body_bytes: int = Field(default=32 << 20, ge=0)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    drain_grace_seconds: float = Field(default=1.0, ge=0)
+
+
 class PredictionLogConfig(_Strict):
     enabled: bool = True
     path: str = "/var/log/driftline/predictions.jsonl"
@@ -166,6 +189,7 @@ class SidecarConfig(_Strict):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
 
 
 def load_config(path: str | Path) -> SidecarConfig:
