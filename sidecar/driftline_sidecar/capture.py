@@ -32,7 +32,7 @@ from driftline_sidecar.contract.metric_names import (
     SkipReason,
 )
 from driftline_sidecar.counts import Binning, Layout
-from driftline_sidecar.decoding import UndecodableBody, decode
+from driftline_sidecar.decoding import DECODED_GROWTH, UndecodableBody, decode
 from driftline_sidecar.metrics import SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog
 from driftline_sidecar.protocols import Extracted, Extractor, UnparsableBody
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL_SECONDS = 0.1
 # Bodies larger than this are parsed in a thread so the event loop keeps serving.
 THREAD_PARSE_BYTES = 64 * 1024
-# What a compressed body is taken to grow by when decoded, to judge its parsing cost.
-DECODED_GROWTH = 8
 # Yield to the event loop after this many bodies.
 YIELD_EVERY = 8
 

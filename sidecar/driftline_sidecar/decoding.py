@@ -18,6 +18,10 @@ import zlib
 
 from driftline_sidecar.contract.metric_names import ResponseUnread
 
+# What a compressed body is taken to grow by when decoded, to judge the cost
+# of reading it (JSON of numbers compresses some 3-10 times).
+DECODED_GROWTH = 8
+
 _GZIP = 16 + zlib.MAX_WBITS  # a gzip header and trailer around deflate
 _ZLIB = zlib.MAX_WBITS
 _RAW = -zlib.MAX_WBITS

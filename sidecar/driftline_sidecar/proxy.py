@@ -61,9 +61,6 @@ HOP_BY_HOP = frozenset(
 )
 _NOT_FORWARDED = HOP_BY_HOP | {b"content-length", b"expect"}
 REQUEST_ID = b"x-request-id"
-# Connection options, or names that no client may strip: Host is the request's
-# own (a "Connection: host" would leave the model without one).
-_NEVER_NAMED = frozenset({b"keep-alive", b"close", b"host"})
 # Retried once on a fresh connection when a pooled one turns out closed.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
@@ -168,8 +165,7 @@ class Proxy:
             else:
                 has_host = has_host or lower == b"host"
                 lines.append(name + b": " + value)
-        connection_tokens -= _NEVER_NAMED
-        if connection_tokens:
+        if connection_tokens - {b"keep-alive", b"close"}:
             # Connection may name further hop-by-hop headers (they can come first).
             lines[1:] = [
                 line
@@ -330,6 +326,7 @@ class Proxy:
                     status=exchange.status,
                     response=response if ok and not exchange.too_large else None,
                     upstream_seconds=exchange.upstream_seconds,
+                    response_encoding=exchange.content_encoding.decode("latin-1"),
                 )
         except Exception:  # counting must never fail a request already answered
             log.exception("proxy: bookkeeping after request %r failed", exchange.request_id)

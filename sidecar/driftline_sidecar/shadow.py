@@ -10,8 +10,10 @@ bounded number of tasks and never a client any time.
 
 Each pair of answers is compared with the protocol extractor (the configured
 prediction paths): a classification agrees when every row's predicted class
-is the same; a regression adds its absolute and relative differences. Both
-sides' latency and errors are counted too. The operator judges the counts
+is the same; a regression adds its absolute and relative differences. A compressed
+answer (gzip, deflate: the client's ``Accept-Encoding`` goes to both) is
+decoded first, within ``capture.max_decoded_bytes``; one that cannot be is
+not compared. Both sides' latency and errors are counted too. The operator judges the counts
 (``driftline_operator.compare.judge_shadow``).
 """
 
@@ -31,6 +33,7 @@ from yarl import URL
 
 from driftline_sidecar.contract.config import SidecarConfig
 from driftline_sidecar.contract.metric_names import ShadowOutcome, Side
+from driftline_sidecar.decoding import DECODED_GROWTH, UndecodableBody, decode
 from driftline_sidecar.protocols import Extractor, UnparsableBody
 from driftline_sidecar.routing_metrics import RoutingMetrics
 
@@ -80,6 +83,25 @@ def compare_answers(
     )
 
 
+def compare_encoded(
+    request: bytes,
+    stable: tuple[bytes, str],
+    shadow: tuple[bytes, str],
+    *,
+    extractor: Extractor,
+    task: Task,
+    max_bytes: int,
+) -> Outcome | None:
+    """``compare_answers`` on two (body, Content-Encoding) answers, decoded
+    first; None when either cannot be decoded within ``max_bytes``."""
+    try:
+        ours = decode(*stable, max_bytes=max_bytes)
+        theirs = decode(*shadow, max_bytes=max_bytes)
+    except UndecodableBody:
+        return None
+    return compare_answers(request, ours, theirs, extractor=extractor, task=task)
+
+
 def _values(predictions: Sequence[Any], scores: Sequence[float | None]) -> list[float] | None:
     """A regression's value per row: its score if one is configured, else the prediction."""
     values = [s if s is not None else p for p, s in zip(predictions, scores, strict=True)]
@@ -93,6 +115,7 @@ class _Exchange:
     request: bytes  # as sent to the model: HTTP/1.1 head and body
     status: int  # stable's answer (the sidecar's own 502/504 included)
     response: bytes | None  # stable's body, None when not kept (error, too large)
+    encoding: str  # its Content-Encoding
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +169,7 @@ class ShadowMirror:
         self._limit = routing.shadow_concurrency
         self._timeout = aiohttp.ClientTimeout(total=routing.shadow_timeout_seconds)
         self._task: Task = model.prediction.task
+        self._max_decoded = config.capture.max_decoded_bytes
         self._extractor = Extractor(
             protocol=model.protocol, features=(), prediction=model.prediction
         )
@@ -161,17 +185,19 @@ class ShadowMirror:
         status: int,
         response: bytes | None,
         upstream_seconds: float | None,
+        response_encoding: str = "",
     ) -> None:
         """Maybe mirror one finished exchange; never waits, never raises for the
         caller. ``request`` is what the model was sent (head and body),
-        ``response`` stable's body (None if it was not kept) and
-        ``upstream_seconds`` its time to response headers (None: no answer)."""
+        ``response`` stable's body (None if it was not kept), as encoded by
+        ``response_encoding``, and ``upstream_seconds`` its time to response
+        headers (None: no answer)."""
         if not self._fraction or random() >= self._fraction:
             return
         if self._in_flight >= self._limit:
             self._dropped.inc()
             return
-        exchange = _Exchange(request, status, response)
+        exchange = _Exchange(request, status, response, response_encoding)
         self._in_flight += 1
         self._metrics.shadow_in_flight.inc()
         self._mirrored.inc()
@@ -203,8 +229,9 @@ class ShadowMirror:
             self._in_flight -= 1
             self._metrics.shadow_in_flight.dec()
 
-    async def _send(self, request: _Request, base: str | None) -> tuple[int, bytes] | None:
-        """The shadow's status and body, or None when it failed (counted)."""
+    async def _send(self, request: _Request, base: str | None) -> tuple[int, bytes, str] | None:
+        """The shadow's status, body and its Content-Encoding, or None when it
+        failed (counted)."""
         errors = self._metrics.shadow_errors[Side.SHADOW]
         started = perf_counter()
         try:
@@ -218,7 +245,8 @@ class ShadowMirror:
             ) as response:
                 self._metrics.shadow_duration[Side.SHADOW].observe(perf_counter() - started)
                 status = response.status
-                body = await response.read()
+                body = await response.read()  # the session does not decompress
+                encoding = response.headers.get("Content-Encoding", "")
         except (TimeoutError, aiohttp.ClientError) as error:
             log.debug("shadow: %s %s: %r", request.method, request.target, error)
             errors.inc()
@@ -226,17 +254,28 @@ class ShadowMirror:
         if status >= 500:
             errors.inc()
             return None
-        return status, body
+        return status, body, encoding
 
-    async def _compare(self, exchange: _Exchange, sent: bytes, status: int, body: bytes) -> None:
+    async def _compare(
+        self, exchange: _Exchange, sent: bytes, status: int, body: bytes, encoding: str
+    ) -> None:
         stable = exchange.response
         if stable is None or not (200 <= exchange.status < 300 and 200 <= status < 300):
             return
-        compare = partial(compare_answers, extractor=self._extractor, task=self._task)
-        if len(sent) + len(stable) + len(body) > THREAD_COMPARE_BYTES:
-            outcome = await asyncio.to_thread(compare, sent, stable, body)
+        compare = partial(
+            compare_encoded,
+            extractor=self._extractor,
+            task=self._task,
+            max_bytes=self._max_decoded,
+        )
+        cost = len(sent)
+        cost += len(stable) * (DECODED_GROWTH if exchange.encoding else 1)
+        cost += len(body) * (DECODED_GROWTH if encoding else 1)
+        answers = (stable, exchange.encoding), (body, encoding)
+        if cost > THREAD_COMPARE_BYTES:
+            outcome = await asyncio.to_thread(compare, sent, *answers)
         else:
-            outcome = compare(sent, stable, body)
+            outcome = compare(sent, *answers)
         if outcome is None:
             return
         metrics = self._metrics

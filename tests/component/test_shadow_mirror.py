@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -204,3 +206,30 @@ async def test_shadow_percent_samples_and_zero_mirrors_nothing() -> None:
     # 50 % of 400: 200 +- 5 sigma (10), so a correct sampler never fails this.
     assert 150 <= hits <= 250
     assert shadow_counts(registry).mirrored == hits
+
+
+@pytest.mark.asyncio
+async def test_compressed_answers_are_decoded_before_they_are_compared() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        assert request.headers["accept-encoding"] == "gzip"  # the client's, passed on
+        headers = {"content-encoding": "gzip", "content-type": "application/json"}
+        return web.Response(body=gzip.compress(OK), headers=headers)
+
+    def offer_encoded(response: bytes, encoding: str) -> None:
+        shadow.offer(
+            request=b"POST /predict HTTP/1.1\r\nhost: model\r\naccept-encoding: gzip\r\n"
+            b"content-length: %d\r\n\r\n%b" % (len(REQUEST), REQUEST),
+            status=200,
+            response=response,
+            upstream_seconds=0.001,
+            response_encoding=encoding,
+        )
+
+    async with serving(handler) as url, mirror(url) as (shadow, registry):
+        offer_encoded(gzip.compress(OK), "gzip")  # agrees
+        offer_encoded(zlib.compress(FRAUD), "deflate")  # disagrees
+        offer_encoded(OK, "br")  # stable's answer cannot be read: not compared
+        await settle(shadow)
+        counts = shadow_counts(registry)
+    assert (counts.mirrored, counts.compared, counts.agreed) == (3, 2, 1)
+    assert counts.shadow_errors == 0
