@@ -61,6 +61,9 @@ HOP_BY_HOP = frozenset(
 )
 _NOT_FORWARDED = HOP_BY_HOP | {b"content-length", b"expect"}
 REQUEST_ID = b"x-request-id"
+# Connection options, or names that no client may strip: Host is the request's
+# own (a "Connection: host" would leave the model without one).
+_NEVER_NAMED = frozenset({b"keep-alive", b"close", b"host"})
 # Retried once on a fresh connection when a pooled one turns out closed.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
@@ -165,7 +168,8 @@ class Proxy:
             else:
                 has_host = has_host or lower == b"host"
                 lines.append(name + b": " + value)
-        if connection_tokens - {b"keep-alive", b"close"}:
+        connection_tokens -= _NEVER_NAMED
+        if connection_tokens:
             # Connection may name further hop-by-hop headers (they can come first).
             lines[1:] = [
                 line
