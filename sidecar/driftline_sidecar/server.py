@@ -306,7 +306,8 @@ class _ClientConnection(asyncio.Protocol):
             raise Rejection(400, "Upgrade request with a body")
         request.keep_alive = parser.should_keep_alive()
         request.expect_continue = request.expect_continue and version == "1.1"
-        request.since = monotonic()
+        # The body's clock starts now, or once 100 Continue has asked for it.
+        request.since = math.inf if request.expect_continue else monotonic()
         request.complete = self._loop.create_future()
         self._queue.append(request)
 
