@@ -20,7 +20,8 @@ first, then the error (400, 405, 408, 413, 414, 431, 501, 505) with
 ``Connection: close``, and nothing after it on that connection is read. The
 body has a size limit, checked against Content-Length before it is read and
 while it is de-chunked; the head and the body each have a time limit.
-``Upgrade`` is hop-by-hop: such a request is proxied as a plain one, and the
+``Upgrade`` is hop-by-hop: such a request is proxied as a plain one (with its
+body, when it has a Content-Length; a chunked one is refused), and the
 requests after it on the connection are served too.
 
 On shutdown (``ProxyServer.shutdown``) it drains as Envoy does: no new
@@ -101,6 +102,7 @@ class _Request:
     read_end: int = 0  # bytes received by the end of the read its head began in
     head_bytes: int = 0  # its header lines
     length: int = 0  # its Content-Length
+    raw_left: int = 0  # of an Upgrade request's body, which httptools does not read
     body_bytes: int = 0
     rejection: Rejection | None = None  # answered by the sidecar instead
 
@@ -181,16 +183,19 @@ class _ClientConnection(asyncio.Protocol):
         if self._stopped_reading:
             return  # after a refusal: drained, never parsed
         self._received += len(data)
-        while True:
+        while data:
+            request = self._request
+            if request is not None and request.raw_left:
+                data = self._read_raw_body(request, data)
+                continue
             try:
                 self._parser.feed_data(data)
             except httptools.HttpParserUpgrade as upgrade:
-                # The request was queued as a plain one (bodiless: see
-                # on_headers_complete); what follows it is the next request.
+                # The request was queued as a plain one: its body (if any)
+                # follows raw, then the next request, for a parser anew.
                 self._parser = httptools.HttpRequestParser(self)
                 data = data[upgrade.args[0] :]
-                if data and not self._stopped_reading:
-                    continue
+                continue
             except httptools.HttpParserError as error:
                 cause = error.__context__
                 if not isinstance(cause, Rejection):
@@ -227,6 +232,17 @@ class _ClientConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._exchange is not None and self._exchange.upstream is not None:
             self._exchange.upstream.resume_reading()
+
+    def _read_raw_body(self, request: _Request, data: bytes) -> bytes:
+        """Take an Upgrade request's body (httptools skips it) from ``data``; return the rest."""
+        piece = data[: request.raw_left]
+        request.body.append(piece)
+        request.raw_left -= len(piece)
+        if not request.raw_left:
+            self._request = None
+            assert request.complete is not None
+            request.complete.set_result(None)
+        return data[len(piece) :]
 
     # httptools callbacks (a ``Rejection`` raised here stops the parser)
 
@@ -301,9 +317,12 @@ class _ClientConnection(asyncio.Protocol):
             request.headers = [
                 (n, authority if n.lower() == b"host" else v) for n, v in request.headers
             ]
-        if parser.should_upgrade() and (request.chunked or request.length):
-            # httptools stops at an upgrade's head: a body would be read as requests.
-            raise Rejection(400, "Upgrade request with a body")
+        if parser.should_upgrade():
+            # httptools stops at an upgrade's head and skips its body:
+            # data_received reads a Content-Length one; a chunked one is refused.
+            if request.chunked:
+                raise Rejection(400, "Upgrade request with a chunked body")
+            request.raw_left = request.length
         request.keep_alive = parser.should_keep_alive()
         request.expect_continue = request.expect_continue and version == "1.1"
         # The body's clock starts now, or once 100 Continue has asked for it.
@@ -320,7 +339,10 @@ class _ClientConnection(asyncio.Protocol):
             raise Rejection(413, f"body over {self._limits.max_body_bytes} bytes")
 
     def on_message_complete(self) -> None:
-        request, self._request = self._request, None
+        request = self._request
+        if request is not None and request.raw_left:
+            return  # an Upgrade request: its body comes raw (data_received)
+        self._request = None
         if request is not None and request.complete is not None:
             request.complete.set_result(None)
 

@@ -215,19 +215,29 @@ def test_a_request_pipelined_after_an_upgrade_is_answered(
     assert "upgrade" not in seen[0][2]  # hop-by-hop: proxied as a plain request
 
 
-def test_an_upgrade_with_a_body_is_refused_rather_than_misframed(
+def test_an_upgrade_with_a_body_is_forwarded_with_it_and_what_follows_is_answered(
     recorder: tuple[str, list[Any]], sidecar_factory: Callable[..., Sidecar]
 ) -> None:
     upstream, seen = recorder
     sidecar = sidecar_factory(upstream)
-    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+    inside = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"  # body bytes, never a request
     received = _exchange(
         sidecar,
         b"POST /a HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
-        b"Content-Length: %d\r\n\r\n%b" % (len(smuggled), smuggled),
+        b"Content-Length: %d\r\n\r\n%b"
+        % (len(inside), inside)
+        + b"GET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
-    assert _statuses(received) == [400]
-    assert seen == []
+    assert _statuses(received) == [200, 200]
+    assert [target for _, target, _ in seen] == ["/a", "/second"]
+    assert seen[0][2]["content-length"] == str(len(inside))
+    chunked = _exchange(
+        sidecar,
+        b"POST /a HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(inside), inside),
+    )
+    assert _statuses(chunked) == [400]
+    assert len(seen) == 2
 
 
 def test_bodies_over_the_limit_are_refused_413_before_they_reach_the_model(
