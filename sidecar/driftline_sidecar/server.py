@@ -280,7 +280,7 @@ class _ClientConnection(asyncio.Protocol):
         elif name == b"transfer-encoding":
             if request.chunked:
                 raise Rejection(400, "duplicate Transfer-Encoding header")
-            if value.lower() != b"chunked":
+            if value.rstrip(b" \t").lower() != b"chunked":  # trailing OWS, as nginx
                 raise Rejection(501, "Transfer-Encoding other than chunked")
             request.chunked = True
         elif name == b"content-length":
