@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
                 note = f"  [accepted: {exception.name}]" if exception else ""
                 print(f"    {outcome.describe()[:300]}{note}")
     failures = report.failures()
-    print(f"\nnot accepted ({httpfuzz.SIDECAR_FORWARDS}): {len(failures)}")
+    undecided = report.undecided()
+    print(f"\nundecided (nginx still waiting when the case ended): {len(undecided)}")
+    for outcome in undecided[: args.examples]:
+        print(f"    {outcome.describe()[:300]}")
+    print(f"not accepted ({httpfuzz.SIDECAR_FORWARDS}): {len(failures)}")
     for exception in httpfuzz.ACCEPTED:
         print(f"accepted: {exception.name}: {exception.reason}")
     return 1 if failures else 0

@@ -39,6 +39,7 @@ import yaml
 
 NGINX = "/usr/sbin/nginx"
 CASE_HEADER = b"x-fuzz-case"
+TIMED_OUT = -1  # in a case's statuses: the proxy still waited (for more bytes, or slow)
 SIDECAR_FORWARDS = "sidecar-forwards-nginx-rejects"
 SIDECAR_REJECTS = "sidecar-rejects-nginx-forwards"
 
@@ -463,8 +464,8 @@ class _Responses:
 
 
 async def send(port: int, data: bytes, *, expected: int, timeout: float) -> list[int]:
-    """Send one connection's bytes; the statuses of the answers read, -1 for a
-    connection closed before the first, -2 for one that answered nothing in time."""
+    """Send one connection's bytes; the statuses of the answers read, then
+    ``TIMED_OUT`` when the proxy neither answered all nor closed in time."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     responses = _Responses()
     try:
@@ -473,10 +474,14 @@ async def send(port: int, data: bytes, *, expected: int, timeout: float) -> list
         while len(responses.statuses) < expected:
             left = deadline - time.monotonic()
             if left <= 0:
+                responses.statuses.append(TIMED_OUT)
                 break
             try:
                 chunk = await asyncio.wait_for(reader.read(65536), left)
-            except (TimeoutError, ConnectionError):
+            except TimeoutError:
+                responses.statuses.append(TIMED_OUT)
+                break
+            except ConnectionError:
                 break
             if not chunk:
                 break
@@ -532,7 +537,15 @@ class Report:
 
     def failures(self) -> list[Outcome]:
         """Forwarded by the sidecar, rejected by nginx, and not an accepted exception."""
-        return [o for o in self.disagreements(SIDECAR_FORWARDS) if accepted(o.case) is None]
+        return [
+            o
+            for o in self.disagreements(SIDECAR_FORWARDS)
+            if accepted(o.case) is None and TIMED_OUT not in o.statuses["nginx"]
+        ]
+
+    def undecided(self) -> list[Outcome]:
+        """Forwarded by the sidecar while nginx still waited: nginx refused nothing (yet)."""
+        return [o for o in self.disagreements(SIDECAR_FORWARDS) if TIMED_OUT in o.statuses["nginx"]]
 
     def by_mutation(self, kind: str) -> Counter[str]:
         return Counter("+".join(o.case.mutations) or "valid" for o in self.disagreements(kind))
