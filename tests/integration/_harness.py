@@ -14,15 +14,18 @@ condition, with a generous deadline for a loaded machine.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +33,12 @@ from typing import Any, TypeVar
 
 import kubernetes
 import yaml
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, CoordinationV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from driftline_operator.api.names import GROUP, PLURAL, VERSION
+from driftline_operator.api.names import GROUP, PLURAL, SIDECAR_NAME, VERSION
+from driftline_operator.controller.handlers import WEBHOOK_PATH
+from driftline_operator.controller.tls import write_self_signed
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -275,6 +280,111 @@ def running_operator(
         yield operator
     finally:
         _stop(process)
+
+
+def injects_sidecar(operator: Operator, namespace: str) -> bool:
+    """POST an AdmissionReview for a selected pod; whether the answer adds the sidecar."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "fraud-", "namespace": namespace, "labels": {"app": "fraud"}},
+        "spec": {"containers": [{"name": "model", "image": "registry.local/fraud:1",
+                                 "ports": [{"name": "http", "containerPort": 8080}]}]},
+    }  # fmt: skip
+    gvr = {"group": "", "version": "v1", "resource": "pods"}
+    gvk = {"group": "", "version": "v1", "kind": "Pod"}
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()), "kind": gvk, "resource": gvr, "requestKind": gvk,
+            "requestResource": gvr, "name": "", "namespace": namespace, "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod, "oldObject": None, "dryRun": False,
+        },
+    }  # fmt: skip
+    context = ssl.create_default_context(cafile=str(operator.cafile))
+    request = urllib.request.Request(
+        operator.webhook_url + WEBHOOK_PATH,
+        data=json.dumps(review).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())["response"]
+    assert answer["allowed"] is True
+    ops = json.loads(base64.b64decode(answer["patch"])) if answer.get("patch") else []
+    return any(
+        isinstance(op.get("value"), dict) and op["value"].get("name") == SIDECAR_NAME for op in ops
+    )
+
+
+# -- replicas coordinated by a Lease ---------------------------------------------------
+
+
+LEASE = "driftline-operator"
+ACTING_STARTED = "Activity 'configure_acting' succeeded"
+
+
+class Replicas:
+    """Operator processes started and stopped at will, each named
+    `replica-<letter>`, that name being the start of its Lease identity."""
+
+    def __init__(
+        self, server: ApiServer, tmp: Path, *, lease_namespace: str, env: dict[str, str]
+    ) -> None:
+        self.server = server
+        self.env = env  # DRIFTLINE_LEASE_* timings and anything else
+        self.api = server.client()
+        self.tmp = tmp
+        self.lease_namespace = lease_namespace
+        self.running: dict[str, Operator] = {}
+        self._stack = contextlib.ExitStack()
+        write_self_signed(tmp / "tls")
+
+    def start(self, name: str) -> Operator:
+        env = {
+            "DRIFTLINE_LEASE_NAME": LEASE,
+            "DRIFTLINE_POD_NAME": name,
+            **self.env,
+        }
+        operator = self._stack.enter_context(
+            running_operator(
+                self.server, self.tmp, cert_dir=self.tmp / "tls",
+                operator_namespace=self.lease_namespace, extra_env=env,
+                log_name=f"{name}.log",
+            )
+        )  # fmt: skip
+        self.running[name] = operator
+        return operator
+
+    def lease(self) -> dict[str, Any]:
+        """The Lease's spec ({} before anyone created it)."""
+        try:
+            response = CoordinationV1Api(self.api).read_namespaced_lease(
+                LEASE, self.lease_namespace, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return {}
+            raise
+        spec: dict[str, Any] = json.loads(response.data).get("spec") or {}
+        return spec
+
+    def holder(self) -> str | None:
+        """The replica holding the Lease (None: nobody, or released)."""
+        identity = self.lease().get("holderIdentity")
+        return identity.split("_", 1)[0] if identity else None
+
+    def leader(self) -> str:
+        return wait_for("a replica holding the Lease", self.holder)
+
+    def acted(self, name: str) -> bool:
+        return ACTING_STARTED in self.running[name].log.read_text()
+
+    def close(self) -> None:
+        self._stack.close()
+        self.api.close()
 
 
 # -- objects --------------------------------------------------------------------------

@@ -64,6 +64,14 @@ class Scope:
         return not self.namespaces
 
 
+class _SignalsAreOurs(logging.Filter):
+    """Drops kopf's warning that a thread gets no OS signals: the main thread
+    takes them and stops each operator through its stop flag."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "OS signals are ignored" not in record.getMessage()
+
+
 class KopfThread:
     """One kopf operator, run by kopf's own runner in a thread of its own."""
 
@@ -147,6 +155,7 @@ async def run(config: OperatorConfig, *, scope: Scope, liveness: str, dev: bool)
     """Run this replica until SIGTERM/SIGINT (0) or until it must stop (1)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    logging.getLogger("kopf._core.reactor.running").addFilter(_SignalsAreOurs())
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stopping.set)
 
