@@ -7,14 +7,18 @@ from memory (an in-memory source answering parsed snapshots), the drift
 window is in steady state (10m of 30s intervals: 20 windows merged), every
 feature numeric with 10 bins plus a prediction score, and four SLOs. Prints
 the median CPU time (``time.process_time``) per interval for each stage,
-next to the target of issue 4 (< 200 ms), and as a ratio to the baseline:
-parsing the 20 snapshot JSON documents, which any analysis has to do.
+next to the target of issue 14 (<= 10 ms; issue 4 asked < 200 ms), and as a
+ratio to the baseline: parsing the 20 snapshot JSON documents, which any
+analysis has to do.
+The garbage collector is tuned as the operator tunes it
+(``controller.main.tune_garbage_collector``) unless ``--default-gc``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -27,11 +31,12 @@ from driftline_operator.analysis.metrics import OperatorMetrics
 from driftline_operator.analysis.runner import MonitorRunner
 from driftline_operator.analysis.windows import Window, WindowTracker
 from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.controller.main import tune_garbage_collector
 from driftline_operator.sources import Collection, PodTarget
 from driftline_sidecar.contract.profile import NumericProfile, ReferenceProfile, SourceInfo
 from driftline_sidecar.contract.snapshot import LATENCY_BUCKETS, BinCounts, ProcessInfo, Snapshot
 
-TARGET_MS = 200.0
+TARGET_MS = 10.0  # issue 14: 3,000 such monitors per core at a 30 s interval
 INTERVAL = 30.0
 BINS = 10
 RATE = 50.0  # requests per second per pod
@@ -210,7 +215,12 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=20)
     parser.add_argument("--features", type=int, default=50)
     parser.add_argument("--intervals", type=int, default=25)
+    parser.add_argument(
+        "--default-gc", action="store_true", help="CPython's collector settings, not the operator's"
+    )
     args = parser.parse_args()
+    if not args.default_gc:
+        tune_garbage_collector()
     bench = Bench(args.pods, args.features)
     for _ in range(20):  # fill the 10-minute drift window first: 20 x 30s
         bench.interval()
@@ -225,12 +235,13 @@ def main() -> None:
         f"{bench.ring.covered:.0f}s; "
         f"median CPU ms per interval over {args.intervals} intervals"
     )
-    print(f"  (last verdict: drift {drift.status}, {drift.drifted} drifted features)")
+    print(f"  (last verdict: drift {drift.status}, {drift.drifted} drifted features; "
+          f"gc thresholds {gc.get_threshold()})")  # fmt: skip
     medians = [statistics.median(column) for column in zip(*runs, strict=True)]
     for name, median in zip(STAGES, medians, strict=True):
         print(f"  {name:<48} {median:8.1f} ms   {median / medians[0]:5.1f}x baseline")
-    verdict = "meets" if medians[-1] < TARGET_MS else "MISSES"
-    print(f"  target: < {TARGET_MS:.0f} ms CPU per interval -> {medians[-1]:.1f} ms, {verdict} it")
+    verdict = "meets" if medians[-1] <= TARGET_MS else "MISSES"
+    print(f"  target: <= {TARGET_MS:.0f} ms CPU per interval -> {medians[-1]:.1f} ms, {verdict} it")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ baseline measured in the same run:
 
 - throughput with a fixed number of concurrent clients;
 - latency p50/p99 at a fixed 300 req/s, and what the proxy adds to them;
-- the sidecar's CPU seconds per request (``/proc/<pid>/stat``) and its RSS;
+- the sidecar's CPU seconds per request (``/proc/<pid>/stat``) at 300 req/s
+  and at saturation (during the throughput slices), and its RSS;
 - an nginx ``proxy_pass`` column as the floor, when ``/usr/sbin/nginx`` exists;
 - with ``--baseline-src DIR``, one more sidecar column run from another source
   tree (e.g. ``git archive <commit> sidecar | tar -x -C DIR``), to compare two
@@ -18,6 +19,17 @@ baseline measured in the same run:
 
 The sidecar runs with full capture on (20 binned features, prediction and
 score, prediction log sampled at 1 %) and tracing off (no ``OTEL_*``).
+
+The targets (issue 14) are ratios to the columns of the same run: CPU per
+request <= 1.5x nginx's (at 300 req/s and at saturation), added p99 <= 0.3 ms,
+throughput >= 0.7x direct, RSS <= 50 MB. Measured on a shared, heavily loaded
+2-core machine (three runs, with ``--baseline-src`` the tree before issue 14's
+sidecar work, so only same-run ratios mean anything): CPU per request at
+300 req/s 439-550 us against the baseline's 506-672 (2.6-2.8x nginx against
+2.97-3.36x); RSS 73 MB against 80 (numpy, pydantic, uvicorn and FastAPI are
+imported at start; aiohttp only at the first shadow mirror). The hot path
+compiled with mypyc (server, upstream, proxy) measured the same as pure
+Python within the noise: its cost is in uvloop, httptools and the kernel.
 """
 
 from __future__ import annotations
@@ -47,7 +59,8 @@ from driftline_operator.cli.demo.serve import write_sidecar_config
 
 N_FEATURES = 20
 NGINX = "/usr/sbin/nginx"
-TARGETS = {"p50_ms": 0.5, "p99_ms": 2.0, "cpu_us": 300.0, "rss_mb": 120.0}
+# Issue 14's targets for the sidecar, against the columns of the same run.
+TARGETS = {"cpu_vs_nginx": 1.5, "added_p99_ms": 0.3, "rps_vs_direct": 0.7, "rss_mb": 50.0}
 TICK = os.sysconf("SC_CLK_TCK")
 # At 300 req/s for 6 s, p99 is the 18th slowest request: a single 60 ms pause
 # moves it. Max and this count tell one pause from a slow tail.
@@ -216,6 +229,7 @@ class Column:
     max_ms: float
     stalled: int  # requests slower than STALL_MS: one pause of the loop or the CPU shows here
     cpu_us: float | None = None
+    saturated_cpu_us: float | None = None  # during the throughput slices
     rss_mb: float | None = None
 
 
@@ -228,6 +242,7 @@ class Target:
     busy_seconds: float = 0.0
     latencies: list[np.ndarray] = field(default_factory=list)
     cpu_seconds: float = 0.0
+    saturated_cpu_seconds: float = 0.0
 
     def column(self) -> Column:
         latencies = np.concatenate(self.latencies)
@@ -241,6 +256,7 @@ class Target:
         )
         if self.pid:
             column.cpu_us = self.cpu_seconds / len(latencies) * 1e6
+            column.saturated_cpu_us = self.saturated_cpu_seconds / self.done * 1e6
             column.rss_mb = rss_mb(self.pid)
         return column
 
@@ -257,8 +273,11 @@ async def measure(targets: list[Target], payload: bytes, args: argparse.Namespac
             gc.collect()
             gc.disable()
             began = time.perf_counter()
+            cpu_before = cpu_seconds(target.pid) if target.pid else 0.0
             rps = await throughput(target.url, payload, clients=args.clients, seconds=slice_seconds)
             elapsed = time.perf_counter() - began
+            if target.pid:
+                target.saturated_cpu_seconds += cpu_seconds(target.pid) - cpu_before
             target.done += round(rps * elapsed)
             target.busy_seconds += elapsed
             latencies, cpu = await fixed_rate(
@@ -286,6 +305,10 @@ def report(columns: list[Column], args: argparse.Namespace) -> None:
         ("added p50 ms", lambda c: f"{c.p50_ms - direct.p50_ms:+.3f}"),
         ("added p99 ms", lambda c: f"{c.p99_ms - direct.p99_ms:+.3f}"),
         ("proxy CPU us/req", lambda c: "-" if c.cpu_us is None else f"{c.cpu_us:.0f}"),
+        (
+            "  at saturation",
+            lambda c: "-" if c.saturated_cpu_us is None else f"{c.saturated_cpu_us:.0f}",
+        ),
         ("proxy RSS MB", lambda c: "-" if c.rss_mb is None else f"{c.rss_mb:.1f}"),
     ]
     nginx = next((c for c in columns if c.name == "nginx"), None)
@@ -294,6 +317,14 @@ def report(columns: list[Column], args: argparse.Namespace) -> None:
             (
                 "  CPU vs nginx",
                 lambda c: "-" if not c.cpu_us else f"{c.cpu_us / nginx.cpu_us:.2f}x",
+            ),
+            (
+                "  saturated vs nginx",
+                lambda c: (
+                    "-"
+                    if not c.saturated_cpu_us or not nginx.saturated_cpu_us
+                    else f"{c.saturated_cpu_us / nginx.saturated_cpu_us:.2f}x"
+                ),
             ),
             (
                 "  added p50 vs nginx",
@@ -308,15 +339,26 @@ def report(columns: list[Column], args: argparse.Namespace) -> None:
         print(f"{label:24}" + "".join(f"{cell(c):>16}" for c in columns))
     sidecar = next(c for c in columns if c.name == "sidecar")
     checks = [
-        ("added p50", sidecar.p50_ms - direct.p50_ms, TARGETS["p50_ms"], "ms"),
-        ("added p99", sidecar.p99_ms - direct.p99_ms, TARGETS["p99_ms"], "ms"),
-        ("CPU per request", sidecar.cpu_us or 0.0, TARGETS["cpu_us"], "us"),
-        ("RSS", sidecar.rss_mb or 0.0, TARGETS["rss_mb"], "MB"),
+        ("added p99", sidecar.p99_ms - direct.p99_ms, TARGETS["added_p99_ms"], " ms"),
+        ("throughput", sidecar.rps / direct.rps, TARGETS["rps_vs_direct"], "x direct"),
+        ("RSS", sidecar.rss_mb or 0.0, TARGETS["rss_mb"], " MB"),
     ]
-    print("\ntargets (sidecar):")
+    if nginx is not None and nginx.cpu_us and nginx.saturated_cpu_us:
+        checks[:0] = [
+            ("CPU/req", (sidecar.cpu_us or 0.0) / nginx.cpu_us, TARGETS["cpu_vs_nginx"], "x nginx"),
+            (
+                "  saturated",
+                (sidecar.saturated_cpu_us or 0.0) / nginx.saturated_cpu_us,
+                TARGETS["cpu_vs_nginx"],
+                "x nginx",
+            ),
+        ]
+    print("\ntargets (sidecar, issue 14):")
     for label, value, target, unit in checks:
-        verdict = "ok" if value <= target else "MISSED"
-        print(f"  {label:16} {value:8.3f} {unit} (target <= {target:g} {unit})  {verdict}")
+        at_least = unit == "x direct"
+        verdict = "ok" if (value >= target if at_least else value <= target) else "MISSED"
+        bound = ">=" if at_least else "<="
+        print(f"  {label:16} {value:8.3f}{unit} (target {bound} {target:g}{unit})  {verdict}")
 
 
 def main(argv: list[str] | None = None) -> int:

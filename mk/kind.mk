@@ -18,9 +18,10 @@ IMAGE_REGISTRY ?= ghcr.io/driftline
 IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' charts/driftline/Chart.yaml)
 OPERATOR_IMAGE := $(IMAGE_REGISTRY)/operator:$(IMAGE_TAG)
 SIDECAR_IMAGE := $(IMAGE_REGISTRY)/sidecar:$(IMAGE_TAG)
+EXPLAINER_IMAGE := $(IMAGE_REGISTRY)/explainer:$(IMAGE_TAG)
 KUBE_CONTEXT := kind-$(KIND_CLUSTER)
 
-.PHONY: kind-demo kind-up images kind-images kind-load kind-install kind-example kind-down
+.PHONY: kind-demo kind-up images kind-images kind-load kind-install kind-example kind-explainer kind-down
 
 # Everything, from nothing to a monitored model.
 kind-demo: kind-up kind-load kind-install kind-example
@@ -56,6 +57,19 @@ kind-example:
 	$(KUBECTL) --context $(KUBE_CONTEXT) apply -k examples/fraud
 	$(KUBECTL) --context $(KUBE_CONTEXT) rollout status deployment/fraud-v1 --timeout 180s
 	$(KUBECTL) --context $(KUBE_CONTEXT) get modelmonitors,pods -l app=fraud -o wide
+
+# Opt in, after kind-install: the explainer image (shap: minutes more to
+# build, ~380 MB more) and the chart's explainer Deployment, which explains
+# for ModelMonitors with spec.explain.enabled.
+kind-explainer:
+	$(DOCKER) build --target explainer -t $(EXPLAINER_IMAGE) .
+	$(KIND) load docker-image --name $(KIND_CLUSTER) $(EXPLAINER_IMAGE)
+	$(HELM) upgrade driftline charts/driftline \
+		--kube-context $(KUBE_CONTEXT) --namespace $(DRIFTLINE_NAMESPACE) --reuse-values \
+		--set explainer.enabled=true \
+		--set explainer.image.repository=$(IMAGE_REGISTRY)/explainer \
+		--set explainer.image.tag=$(IMAGE_TAG) \
+		--wait --timeout 5m
 
 kind-down:
 	$(KIND) delete cluster --name $(KIND_CLUSTER)

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Install everything Driftline's tests and demo need on a Debian machine with
 # Python >= 3.11: the Debian packages the component tests run for real
-# (prometheus, nginx, etcd-server) and those of the e2e tests' one-node cluster
+# (prometheus, nginx, etcd-server, chromium for the HTML report) and those of the e2e tests' one-node cluster
 # (../shared/k8s/README.md, "Node mode"), a virtualenv in .venv with the
 # project and its test extras, and helm. Idempotent: fast when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(prometheus nginx etcd-server
+debs=(prometheus nginx etcd-server chromium
       containerd runc containernetworking-plugins iptables conntrack buildah debootstrap
       gcc libc6-dev nftables)
 missing=()
@@ -27,7 +27,7 @@ stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     python3 -m venv .venv
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test,bench]'
+    .venv/bin/python -m pip install --quiet -e '.[test,bench,explain]'
     touch "$stamp"
 fi
 scripts/install-helm.sh .venv/bin >/dev/null

@@ -34,6 +34,8 @@ def boundary(name: str) -> None:
     if not kill_at:
         return
     _crossed += 1
-    print(f"driftline fault injection: boundary {_crossed}: {name}", file=sys.stderr, flush=True)
+    # One write, so that a log line from another thread cannot land mid-line.
+    sys.stderr.write(f"driftline fault injection: boundary {_crossed}: {name}\n")
+    sys.stderr.flush()
     if _crossed == int(kill_at):
         os.kill(os.getpid(), signal.SIGKILL)

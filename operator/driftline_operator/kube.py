@@ -244,7 +244,7 @@ def replace(api: ApiClient, resource: Resource, manifest: Obj) -> Obj:
 
 def apply(api: ApiClient, resource: Resource, manifest: Obj) -> Obj:
     """Create the object, or if it exists merge the manifest's labels, owners
-    and `data` into it."""
+    and `data` (a ConfigMap's) or `spec` (a custom resource's) into it."""
     metadata = manifest["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
     try:
@@ -257,8 +257,10 @@ def apply(api: ApiClient, resource: Resource, manifest: Obj) -> Obj:
             "labels": metadata.get("labels"),
             "ownerReferences": metadata.get("ownerReferences"),
         },
-        "data": manifest.get("data"),
     }
+    for content in ("data", "spec"):
+        if content in manifest:
+            body[content] = manifest[content]
     return patch(api, resource, namespace, name, body)
 
 

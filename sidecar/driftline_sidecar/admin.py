@@ -20,6 +20,19 @@ Who may call what, and why:
 - ``/v1/snapshot``: open. It is ``/metrics`` read into one document (the same
   registry, ``contract.reader``); a token on it would hide nothing that
   ``/metrics`` does not already show.
+- ``GET /v1/reservoir``: the monitor's bearer token, as ``PUT /v1/config``
+  (404 when the sidecar has no token hash or keeps no reservoir). It holds
+  request values (a uniform sample of recent rows, PII fields left out), read
+  by the explainer; unlike the counts, these are the clients' data.
+- ``POST /v1/feedback``: the monitor's bearer token, or the feedback token
+  whose SHA-256 is ``feedback.token_sha256`` (the one a label source is
+  given: it can post labels and nothing else). 404 when feedback is off. A
+  batch with any bad label is refused whole (4xx naming the field), so
+  nothing of it is stored; otherwise the answer counts the joined labels and
+  names the ids not joined (unknown, expired, duplicate). ``?fanout=true``:
+  the batch also went to the other replicas, so ids this sidecar never saw
+  are named but not counted unknown (the sender resends the ids no replica
+  joined to one sidecar, which counts them).
 - ``GET /v1/config``: open. It holds no secret: the token appears only as its
   SHA-256 (of a 256-bit HMAC, ``controller/tokens.py``), the PII salt only as
   the name of its environment variable; the rest is in the pods' ConfigMap.
@@ -50,7 +63,9 @@ from pydantic import ValidationError
 from driftline_sidecar.contract.config import SidecarConfig
 from driftline_sidecar.contract.snapshot import ProcessInfo
 from driftline_sidecar.counts import take_snapshot
+from driftline_sidecar.feedback import Feedback, FeedbackError
 from driftline_sidecar.metrics import SidecarMetrics, render
+from driftline_sidecar.reservoir import Reservoir
 
 # The model counts as reachable if it answered a request this recently.
 RECENT_ANSWER_SECONDS = 10.0
@@ -67,6 +82,8 @@ class AdminState:
     upstream_port: int
     last_upstream_ok: Callable[[], float | None] = lambda: None
     on_config: list[Callable[[SidecarConfig], None]] = field(default_factory=list)
+    reservoir: Reservoir | None = None
+    feedback: Feedback | None = None
 
 
 def create_admin_app(state: AdminState) -> FastAPI:
@@ -99,6 +116,55 @@ def create_admin_app(state: AdminState) -> FastAPI:
     def snapshot() -> Response:
         taken = take_snapshot(state.metrics, process=state.process)
         return Response(taken.model_dump_json(), media_type="application/json")
+
+    @app.get("/v1/reservoir")
+    def reservoir(request: Request) -> Response:
+        denied = _check_token(state.config.admin_token_sha256, request.headers.get("authorization"))
+        if denied is not None:
+            return denied
+        if state.reservoir is None:
+            off = "reservoir.enabled" if not state.config.reservoir.enabled else "capture.enabled"
+            why = (
+                " (the ModelMonitor's spec.explain.enabled is false)"
+                if off == "reservoir.enabled"
+                else ""
+            )
+            return JSONResponse(
+                {"error": f"this sidecar keeps no reservoir: {off} is false{why}"},
+                status_code=404,
+            )
+        return Response(state.reservoir.document().model_dump_json(), media_type="application/json")
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> Response:
+        authorization = request.headers.get("authorization")
+        denied = _check_token(state.config.admin_token_sha256, authorization)
+        label_token = state.config.feedback.token_sha256
+        if denied is not None and label_token is not None:
+            denied = _check_token(label_token, authorization)
+        if denied is not None:
+            return denied
+        if state.feedback is None:
+            return JSONResponse(
+                {"error": "this sidecar joins no labels (feedback.enabled is false)"},
+                status_code=404,
+            )
+        fanout = request.query_params.get("fanout", "false").lower()
+        if fanout not in ("true", "false", "1", "0"):
+            return JSONResponse(
+                {"error": f"fanout: {fanout!r} is not true or false", "field": "fanout",
+                 "problem": "expected true or false"},
+                status_code=400,
+            )  # fmt: skip
+        try:
+            ids, labels = state.feedback.parse(await request.body())
+        except FeedbackError as error:
+            return JSONResponse(
+                {"error": str(error), "field": error.field, "problem": error.problem},
+                status_code=error.status,
+            )
+        joined = state.feedback.join(ids, labels, fanout=fanout in ("true", "1"))
+        return JSONResponse(joined.document())
 
     @app.get("/v1/config")
     def get_config() -> Response:
@@ -142,7 +208,7 @@ def create_admin_app(state: AdminState) -> FastAPI:
 def _check_token(token_sha256: str | None, authorization: str | None) -> JSONResponse | None:
     if token_sha256 is None:
         return JSONResponse(
-            {"error": "config updates are disabled: the sidecar has no admin_token_sha256"},
+            {"error": "disabled: the sidecar has no admin_token_sha256 to check a token against"},
             status_code=404,
         )
     scheme, _, token = (authorization or "").partition(" ")

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter as Tally
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from driftline_sidecar.contract.config import SidecarConfig
@@ -31,11 +32,14 @@ from driftline_sidecar.contract.metric_names import (
     SchemaViolation,
     SkipReason,
 )
-from driftline_sidecar.counts import Binning, Layout
+from driftline_sidecar.contract.profile import BinnedBatch
+from driftline_sidecar.counts import Layout, NumericColumns
 from driftline_sidecar.decoding import DECODED_GROWTH, UndecodableBody, decode
+from driftline_sidecar.feedback import Feedback, join_id
 from driftline_sidecar.metrics import SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog
 from driftline_sidecar.protocols import Extracted, Extractor, UnparsableBody
+from driftline_sidecar.reservoir import Reservoir
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,9 @@ class _Batch:
     columns: dict[str, list[Any]]
     predictions: list[Any]
     scores: list[float | None]
+    protocol: str = ""  # of the last body read
+    ids: list[str] = field(default_factory=list)  # join ids, with feedback only
+    probabilities: list[list[float] | None] = field(default_factory=list)  # multiclass feedback
 
 
 class CaptureWorker:
@@ -78,20 +85,27 @@ class CaptureWorker:
         layout: Layout,
         metrics: SidecarMetrics,
         prediction_log: PredictionLog | None = None,
+        reservoir: Reservoir | None = None,
+        feedback: Feedback | None = None,
         flush_interval: float = FLUSH_INTERVAL_SECONDS,
     ) -> None:
         self._config = config
         self._layout = layout
         self._metrics = metrics
         self._log = prediction_log
+        self._reservoir = reservoir
+        self._feedback = feedback
         self._flush_interval = flush_interval
         self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=config.capture.queue_size)
         self._dropped = metrics.dropped[DropQueue.CAPTURE]
+        self._numeric = NumericColumns([b for b in layout.binnings if b.kind == "numeric"])
+        self._categorical = [b for b in layout.binnings if b.kind == "categorical"]
         # Compiled once: ``extract`` would rebuild its cache key on every call.
         self._extractor = Extractor(
             protocol=config.model.protocol,
             features=layout.features,
             prediction=config.model.prediction,
+            probabilities=feedback is not None and feedback.multiclass,
         )
 
     def submit(self, exchange: Exchange) -> None:
@@ -123,43 +137,69 @@ class CaptureWorker:
     async def _process(self, exchanges: list[Exchange]) -> None:
         layout, metrics = self._layout, self._metrics
         batch = _Batch({f.name: [] for f in layout.features}, [], [])
+        columns = batch.columns.items()
         schema = Tally[str]()
+        parsed = records = 0  # counted once per batch: each inc takes a lock
         for i, exchange in enumerate(exchanges):
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
             if exchange.too_large:
                 metrics.skipped[SkipReason.TOO_LARGE].inc()
                 continue
-            extracted, unread = await self._extract(exchange)
+            if _parse_cost(exchange) > THREAD_PARSE_BYTES:
+                extracted, unread = await asyncio.to_thread(self._extract, exchange)
+            else:
+                extracted, unread = self._extract(exchange)
             if extracted is None:
                 metrics.skipped[SkipReason.UNPARSED].inc()
                 continue
             if unread is not None:
                 metrics.responses_unread[unread].inc()
-            metrics.bodies_parsed.inc()
-            metrics.records.inc(extracted.rows)
+            parsed += 1
+            records += extracted.rows
             schema[SchemaViolation.UNKNOWN_FIELD] += extracted.unknown_fields
             schema[SchemaViolation.WRONG_TYPE] += extracted.wrong_type
             schema[SchemaViolation.MISSING_FIELD] += extracted.missing_fields
-            for name, column in batch.columns.items():
-                column.extend(extracted.features.get(name, [None] * extracted.rows))
+            features = extracted.features
+            if len(features) == len(batch.columns):  # every configured feature read
+                for name, column in columns:
+                    column.extend(features[name])
+            else:
+                for name, column in columns:
+                    column.extend(features.get(name) or [None] * extracted.rows)
             batch.predictions.extend(extracted.predictions)
             batch.scores.extend(extracted.scores)
+            batch.protocol = extracted.protocol
+            if self._feedback is not None:
+                batch.ids.extend(join_id(exchange.request_id, r) for r in range(extracted.rows))
+                batch.probabilities.extend(extracted.probabilities)
             if self._log is not None and self._log.sampled():
                 self._write_log(exchange, extracted)
+        if parsed:
+            metrics.bodies_parsed.inc(parsed)
+            metrics.records.inc(records)
         for kind, n in schema.items():
             if n:
                 metrics.schema[kind].inc(n)
         self._count_features(batch)
         self._count_predictions(batch)
+        if self._reservoir is not None:
+            self._reservoir.offer(batch.columns, len(batch.predictions), protocol=batch.protocol)
+        if self._feedback is not None and batch.ids:
+            segment = self._feedback.segment_feature
+            segments = batch.columns.get(segment) if segment is not None else None
+            self._feedback.remember(
+                batch.ids,
+                batch.predictions,
+                batch.scores,
+                segments,
+                now=time.time(),
+                probabilities=batch.probabilities,
+            )
 
-    async def _extract(self, exchange: Exchange) -> tuple[Extracted | None, ResponseUnread | None]:
+    def _extract(self, exchange: Exchange) -> tuple[Extracted | None, ResponseUnread | None]:
         """What ``_read`` gives; (None, None) for a request that cannot be read."""
-        growth = DECODED_GROWTH if exchange.response_encoding else 1
-        cost = len(exchange.request) + len(exchange.response) * growth
         try:
-            if cost > THREAD_PARSE_BYTES:
-                return await asyncio.to_thread(self._read, exchange)
             return self._read(exchange)
         except UnparsableBody:
             return None, None
@@ -194,17 +234,21 @@ class CaptureWorker:
             return self._extractor(exchange.request, None), ResponseUnread.UNPARSED
 
     def _count_features(self, batch: _Batch) -> None:
+        if not batch.predictions:
+            return  # no row read
+        columns = batch.columns
+        binned = [_counted(b.bin(columns[b.name])) for b in self._categorical]
+        if self._numeric.binnings:
+            binned += self._numeric.bin([columns[b.name] for b in self._numeric.binnings])
+        binnings = self._categorical + list(self._numeric.binnings)
         metrics = self._metrics
-        for binning in self._layout.binnings:
-            column = batch.columns[binning.name]
-            if column:
-                _count_binned(
-                    binning,
-                    column,
-                    metrics.feature_bins[binning.name],
-                    metrics.feature_missing[binning.name],
-                    metrics.feature_out_of_range[binning.name],
-                )
+        for binning, counts in zip(binnings, binned, strict=True):
+            _count_binned(
+                counts,
+                metrics.feature_bins[binning.name],
+                metrics.feature_missing[binning.name],
+                metrics.feature_out_of_range[binning.name],
+            )
 
     def _count_predictions(self, batch: _Batch) -> None:
         metrics, binning = self._metrics, self._layout.prediction
@@ -224,8 +268,7 @@ class CaptureWorker:
             ]
         if values:
             _count_binned(
-                binning,
-                values,
+                _counted(binning.bin(values)),
                 metrics.prediction_bins,
                 metrics.prediction_missing,
                 metrics.prediction_out_of_range,
@@ -256,16 +299,25 @@ class CaptureWorker:
 
 
 def _count_binned(
-    binning: Binning, values: list[Any], bins: list[Any], missing: Any, out_of_range: Any
+    binned: tuple[list[int], int, int], bins: list[Any], missing: Any, out_of_range: Any
 ) -> None:
-    binned = binning.bin(values)
-    for child, n in zip(bins, binned.counts, strict=True):
+    counts, n_missing, n_outside = binned
+    for child, n in zip(bins, counts, strict=True):
         if n:
             child.inc(n)
-    if binned.missing:
-        missing.inc(binned.missing)
-    if binned.out_of_range:
-        out_of_range.inc(binned.out_of_range)
+    if n_missing:
+        missing.inc(n_missing)
+    if n_outside:
+        out_of_range.inc(n_outside)
+
+
+def _counted(binned: BinnedBatch) -> tuple[list[int], int, int]:
+    return binned.counts, binned.missing, binned.out_of_range
+
+
+def _parse_cost(exchange: Exchange) -> int:
+    growth = DECODED_GROWTH if exchange.response_encoding else 1
+    return len(exchange.request) + len(exchange.response) * growth
 
 
 def _at(values: list[Any], row: int) -> Any:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from driftline_sidecar.contract.config import FeatureConfig, SidecarConfig
 from driftline_sidecar.contract.profile import (
     BinnedBatch,
@@ -64,6 +66,43 @@ def _numbers(values: Sequence[Any]) -> Sequence[float | None]:
 
 
 _PLAIN_NUMBERS = frozenset({int, float, type(None)})
+
+
+class NumericColumns:
+    """Several numeric features binned in one pass of numpy calls, as each one's
+    ``Binning.bin`` would: per feature the calls cost about as much for 30
+    values as for 3,000, so a capture batch pays them once, not per feature."""
+
+    def __init__(self, binnings: Sequence[Binning]) -> None:
+        assert all(b.kind == "numeric" for b in binnings)
+        self.binnings = tuple(binnings)
+        widest = max((len(b.edges) for b in binnings), default=0)
+        # Padded with NaN: no value is >= NaN, so a padding edge counts for none.
+        self._edges = np.full((len(binnings), 1, widest), np.nan)
+        for i, binning in enumerate(binnings):
+            self._edges[i, 0, : len(binning.edges)] = binning.edges
+        sizes = [b.n_bins for b in binnings]
+        self._starts = np.cumsum([0, *sizes])  # each feature's first bin in one flat tally
+        self._low = np.array([[b.low] for b in binnings])
+        self._high = np.array([[b.high] for b in binnings])
+
+    def bin(self, columns: Sequence[Sequence[Any]]) -> list[tuple[list[int], int, int]]:
+        """Per binning, from its column (all of one length): the counts per bin,
+        missing and out of range, as ``Binning.bin`` gives them."""
+        values = np.array([_numbers(c) for c in columns], dtype=np.float64)  # None: NaN
+        missing = np.isnan(values)
+        # A value's bin is how many edges are <= it (searchsorted, side="right").
+        codes = (values[:, :, None] >= self._edges).sum(axis=2) + self._starts[:-1, None]
+        total = int(self._starts[-1])
+        tally = np.bincount(np.where(missing, total, codes).ravel(), minlength=total + 1)
+        outside = ((values < self._low) | (values > self._high)).sum(axis=1)
+        counts, starts = tally.tolist(), self._starts.tolist()
+        return [
+            (counts[start:end], n_missing, n_outside)
+            for start, end, n_missing, n_outside in zip(
+                starts, starts[1:], missing.sum(axis=1).tolist(), outside.tolist(), strict=False
+            )
+        ]
 
 
 def _from_profile(name: str, profile: NumericProfile | CategoricalProfile) -> Binning:

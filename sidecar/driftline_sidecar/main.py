@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
-import aiohttp
 import uvicorn
 import uvloop
 import yaml
@@ -34,9 +33,11 @@ from driftline_sidecar.capture import CaptureWorker
 from driftline_sidecar.contract.config import ModelConfig, Role, SidecarConfig, load_config
 from driftline_sidecar.contract.profile import ReferenceProfile, load_profile
 from driftline_sidecar.counts import Layout, build_layout, file_sha256, new_process_info
+from driftline_sidecar.feedback import Feedback, spill_path
 from driftline_sidecar.metrics import SCORE_BUCKETS, SidecarMetrics
 from driftline_sidecar.predlog import PredictionLog
 from driftline_sidecar.proxy import Proxy
+from driftline_sidecar.reservoir import Reservoir
 from driftline_sidecar.routing import CanarySplit
 from driftline_sidecar.server import Limits, ProxyServer
 from driftline_sidecar.shadow import ShadowMirror
@@ -214,9 +215,20 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
     upstream_host, upstream_port = upstream.host or "127.0.0.1", upstream.port or 80
     prediction_log = _prediction_log(config, layout)
     worker = None
+    reservoir = None
+    feedback = None
+    if config.capture.enabled and config.feedback.enabled:
+        feedback = Feedback(config, layout, registry=metrics.registry, path=spill_path(config))
     if config.capture.enabled:
+        if config.reservoir.enabled:
+            reservoir = Reservoir(config.reservoir, layout.features)
         worker = CaptureWorker(
-            config=config, layout=layout, metrics=metrics, prediction_log=prediction_log
+            config=config,
+            layout=layout,
+            metrics=metrics,
+            prediction_log=prediction_log,
+            reservoir=reservoir,
+            feedback=feedback,
         )
     tracing = Tracing.from_env(
         sample_ratio=config.tracing.sample_ratio,
@@ -233,14 +245,16 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         tls=upstream.scheme == "https",
     )
     # The canary gets its own pool (routing.py), so it cannot take the local
-    # model's connections; the shadow, off the hot path, an aiohttp session.
+    # model's connections; the shadow, off the hot path, an aiohttp session
+    # (opened at its first mirror).
     split = CanarySplit(config.routing, timeout_seconds=config.upstream_timeout_seconds)
-    shadow_session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-    )
-    shadow = ShadowMirror(config=config, metrics=metrics.routing, session=shadow_session)
+    metrics.routing.canary_weight.set(split.weight)
+
+    def route(new: SidecarConfig) -> None:
+        split.update(new.routing)
+        metrics.routing.canary_weight.set(split.weight)
+
+    shadow = ShadowMirror(config=config, metrics=metrics.routing)
     proxy = Proxy(
         upstream=config.upstream,
         pool=pool,
@@ -258,7 +272,9 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         upstream_host=upstream_host,
         upstream_port=upstream_port,
         last_upstream_ok=lambda: proxy.last_upstream_ok,
-        on_config=[lambda new: split.update(new.routing), shadow.update],
+        on_config=[route, shadow.update],
+        reservoir=reservoir,
+        feedback=feedback,
     )
     limits = config.proxy
     proxy_server = ProxyServer(
@@ -270,7 +286,10 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         ),
         drain_grace_seconds=limits.drain_grace_seconds,
     )
-    admin_server = _server(create_admin_app(state), config.admin, graceful_seconds=1)
+    admin_app = create_admin_app(state)
+    if tracing is not None:
+        tracing.instrument_admin(admin_app)
+    admin_server = _server(admin_app, config.admin, graceful_seconds=1)
     await proxy_server.start(*split_address(config.listen))
 
     stop = asyncio.Event()
@@ -294,7 +313,7 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
     log.info("driftline-sidecar: shutting down, draining requests in flight")
     await proxy_server.shutdown(timeout=config.upstream_timeout_seconds + 1)
     await shadow.drain(timeout=FLUSH_TIMEOUT_SECONDS)
-    await shadow_session.close()
+    await shadow.close()
     if worker is not None and worker_task is not None:
         try:
             await asyncio.wait_for(worker.drain(), timeout=FLUSH_TIMEOUT_SECONDS)
@@ -303,6 +322,8 @@ async def serve(config: SidecarConfig, layout: Layout) -> None:
         worker_task.cancel()
     if prediction_log is not None:
         await asyncio.to_thread(prediction_log.close)
+    if feedback is not None:
+        feedback.close()
     if tracing is not None:
         await asyncio.to_thread(tracing.shutdown)
     admin_server.should_exit = True

@@ -26,13 +26,18 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from driftline_sidecar.contract import metric_names as names
+from driftline_sidecar.contract.profile import SCORE_BOUNDS
 from driftline_sidecar.contract.snapshot import LATENCY_BUCKETS
 from driftline_sidecar.routing_metrics import RoutingMetrics
 
 MAX_CLASSES = 50
 OTHER_CLASS = "__other__"
+# The sidecar's own time per request is well under a millisecond when healthy.
+OVERHEAD_BUCKETS: tuple[float, ...] = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
 # Classification scores are probabilities: 20 buckets of 0.05.
-SCORE_BUCKETS: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(1, 21))
+SCORE_BUCKETS: tuple[float, ...] = SCORE_BOUNDS  # the calibration map's buckets too
 _BASE = names.BASE_LABELS
 
 
@@ -97,6 +102,39 @@ class SidecarMetrics:
                 _BASE,
                 buckets=LATENCY_BUCKETS,
                 registry=r,
+            )
+        )
+        self.model_duration = self._bind(
+            Histogram(
+                names.MODEL_DURATION,
+                "Time from the request sent to the model to the end of its answer.",
+                _BASE,
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
+        )
+        self.overhead = self._bind(
+            Histogram(
+                names.SIDECAR_OVERHEAD,
+                "The sidecar's own time per request: the request's duration less the model's.",
+                _BASE,
+                buckets=OVERHEAD_BUCKETS,
+                registry=r,
+            )
+        )
+        self._stages = Histogram(
+            names.MODEL_STAGE_DURATION,
+            "The model's own stages, from its Server-Timing header (at most "
+            f"{names.MAX_STAGES} stage names, the rest as {names.OTHER_STAGE}).",
+            [*_BASE, names.STAGE],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._stage_children: dict[str, Any] = {}
+        self.server_timing_malformed = self._bind(
+            counter(
+                names.SERVER_TIMING_MALFORMED,
+                "Model answers whose Server-Timing header was malformed (ignored).",
             )
         )
         self.in_flight = self._bind(
@@ -179,6 +217,7 @@ class SidecarMetrics:
         upstream_seconds: float | None,
         request_bytes: int,
         response_bytes: int,
+        model_seconds: float | None = None,
     ) -> None:
         """Count one finished request (the hot path: cached children only)."""
         child = self._code_children.get(code)
@@ -188,10 +227,24 @@ class SidecarMetrics:
         self.request_duration.observe(seconds)
         if upstream_seconds is not None:
             self.upstream_duration.observe(upstream_seconds)
+        if model_seconds is not None:
+            self.model_duration.observe(model_seconds)
+            self.overhead.observe(max(seconds - model_seconds, 0.0))
         if request_bytes:
             self.request_bytes.inc(request_bytes)
         if response_bytes:
             self.response_bytes.inc(response_bytes)
+
+    def stage(self, name: str) -> Any:
+        """The stage's histogram child; past ``MAX_STAGES`` names, the shared other one."""
+        child = self._stage_children.get(name)
+        if child is None:
+            if len(self._stage_children) >= names.MAX_STAGES:
+                name = names.OTHER_STAGE
+                child = self._stage_children.get(name)
+            if child is None:
+                child = self._stage_children[name] = self._bind(self._stages, name)
+        return child
 
     def count_class(self, label: str, n: int = 1) -> None:
         child = self._class_children.get(label)

@@ -30,6 +30,7 @@ from opentelemetry.trace import Span
 from driftline_sidecar.capture import Exchange as Captured
 from driftline_sidecar.metrics import SidecarMetrics
 from driftline_sidecar.routing import Canary, CanarySplit
+from driftline_sidecar.server_timing import Malformed, parse_server_timing
 from driftline_sidecar.shadow import ShadowMirror
 from driftline_sidecar.tracing import TRACE_HEADERS, Tracing
 from driftline_sidecar.upstream import (
@@ -84,7 +85,9 @@ class Exchange:
     client_span: Span | None = None
     status: int = 502
     responded: bool = False  # the response head went to the client
-    upstream_seconds: float | None = None
+    upstream_seconds: float | None = None  # until the model's response head
+    model_seconds: float | None = None  # until the model's response end
+    server_timing: bytes = b""  # the model's Server-Timing header(s), read after the answer
     sent: int = 0  # response body bytes sent to the client
     kept: list[bytes] = field(default_factory=list)  # copy for capture
     too_large: bool = False  # the response outgrew the capture limit: no copy kept
@@ -226,6 +229,7 @@ class Proxy:
             except BaseException:  # client gone or an error: the connection is mid-answer
                 pool.release(connection, reusable=False)
                 raise
+            exchange.model_seconds = perf_counter() - exchange.start
             pool.release(connection, reusable=head.keep_alive)
             return
 
@@ -246,6 +250,9 @@ class Proxy:
                 if lower == b"content-encoding":
                     coding = exchange.content_encoding
                     exchange.content_encoding = coding + b", " + value if coding else value
+                elif lower == b"server-timing":
+                    timing = exchange.server_timing
+                    exchange.server_timing = timing + b", " + value if timing else value
         lines.append(REQUEST_ID + b": " + exchange.request_id)
         lines.extend(extra)
         if not exchange.keep_alive:
@@ -296,8 +303,16 @@ class Proxy:
                 upstream_seconds=exchange.upstream_seconds,
                 request_bytes=len(exchange.body),
                 response_bytes=exchange.sent,
+                model_seconds=exchange.model_seconds,
             )
+            stages = self._stages(exchange) if exchange.server_timing else ()
             if exchange.span is not None:
+                Tracing.add_timings(
+                    exchange.span,
+                    seconds=seconds,
+                    model_seconds=exchange.model_seconds,
+                    stages=stages,
+                )
                 Tracing.end(exchange.span, status=exchange.status)
             # Probes, errors and empty requests carry no prediction.
             body = exchange.body
@@ -334,6 +349,17 @@ class Proxy:
                 )
         except Exception:  # counting must never fail a request already answered
             log.exception("proxy: bookkeeping after request %r failed", exchange.request_id)
+
+    def _stages(self, exchange: Exchange) -> list[tuple[str, float]]:
+        """The model's Server-Timing stages, counted; none when the header is malformed."""
+        try:
+            stages = parse_server_timing(exchange.server_timing.decode("latin-1"))
+        except Malformed:
+            self._metrics.server_timing_malformed.inc()
+            return []
+        for name, stage_seconds in stages:
+            self._metrics.stage(name).observe(stage_seconds)
+        return stages
 
     def close(self) -> None:
         self._pool.close()

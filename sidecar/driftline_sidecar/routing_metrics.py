@@ -35,6 +35,15 @@ class RoutingMetrics:
             registry=registry,
         )
         self.routed_canary = bind(routed, names.ROUTED_TO_CANARY)
+        self.canary_weight = bind(
+            Gauge(
+                names.CANARY_WEIGHT,
+                "Percent of requests this sidecar sends to the canary now (routing.canary_weight "
+                "with a canary URL): its changes are the rollout's steps, promotion and rollback.",
+                _BASE,
+                registry=registry,
+            )
+        )
         shadow = Counter(
             names.SHADOW_REQUESTS,
             "Mirrored requests by outcome: mirrored (sent), dropped (the concurrency bound "

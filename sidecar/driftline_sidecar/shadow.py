@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from functools import partial
 from random import random
 from time import perf_counter
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 from yarl import URL
 
 from driftline_sidecar.contract.config import SidecarConfig
@@ -36,6 +35,9 @@ from driftline_sidecar.contract.metric_names import ShadowOutcome, Side
 from driftline_sidecar.decoding import DECODED_GROWTH, UndecodableBody, decode
 from driftline_sidecar.protocols import Extractor, UnparsableBody
 from driftline_sidecar.routing_metrics import RoutingMetrics
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +146,17 @@ class ShadowMirror:
     """Mirrors sampled requests to the shadow and counts the comparisons."""
 
     def __init__(
-        self, *, config: SidecarConfig, metrics: RoutingMetrics, session: aiohttp.ClientSession
+        self,
+        *,
+        config: SidecarConfig,
+        metrics: RoutingMetrics,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
+        """Without a ``session``, one of its own is opened at the first mirror
+        (and closed by ``close``)."""
         self._metrics = metrics
         self._session = session
+        self._own_session = session is None
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._mirrored = metrics.shadow[ShadowOutcome.MIRRORED]
@@ -167,7 +176,7 @@ class ShadowMirror:
             )
         self._fraction = routing.shadow_percent / 100.0 if self._url is not None else 0.0
         self._limit = routing.shadow_concurrency
-        self._timeout = aiohttp.ClientTimeout(total=routing.shadow_timeout_seconds)
+        self._timeout_seconds = routing.shadow_timeout_seconds
         self._task: Task = model.prediction.task
         self._max_decoded = config.capture.max_decoded_bytes
         self._extractor = Extractor(
@@ -217,6 +226,22 @@ class ShadowMirror:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _opened_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            import aiohttp  # a sidecar that never mirrors never loads it (~7 MB of RSS)
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
+        return self._session
+
     async def _mirror(self, exchange: _Exchange, base: str | None) -> None:
         try:
             request = parse_request(exchange.request)
@@ -232,16 +257,19 @@ class ShadowMirror:
     async def _send(self, request: _Request, base: str | None) -> tuple[int, bytes, str] | None:
         """The shadow's status, body and its Content-Encoding, or None when it
         failed (counted)."""
+        import aiohttp  # loaded by _opened_session by now: a lookup
+
+        session = self._opened_session()
         errors = self._metrics.shadow_errors[Side.SHADOW]
         started = perf_counter()
         try:
-            async with self._session.request(
+            async with session.request(
                 request.method,
                 URL(f"{base}{request.target}", encoded=True),
                 headers=request.headers,
                 data=request.body or None,
                 allow_redirects=False,
-                timeout=self._timeout,
+                timeout=aiohttp.ClientTimeout(total=self._timeout_seconds),
             ) as response:
                 self._metrics.shadow_duration[Side.SHADOW].observe(perf_counter() - started)
                 status = response.status

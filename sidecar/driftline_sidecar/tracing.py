@@ -10,7 +10,11 @@ nothing to export to, so no spans are made at all and the client's
 The config only sets the sampling ratio: ParentBased(TraceIdRatioBased(ratio)).
 
 Span attributes: HTTP semantic conventions plus ``driftline.model.name``,
-``driftline.model.version`` and ``driftline.model.role``. The prediction is
+``driftline.model.version`` and ``driftline.model.role``; on the SERVER span,
+``driftline.model.duration_ms`` and ``driftline.sidecar.overhead_ms`` (where
+the request's time went) and a ``model.stage`` event per stage of the
+model's ``Server-Timing`` header (``driftline.stage.name``,
+``driftline.stage.duration_ms``). The prediction is
 not on the span: it is parsed off the hot path, after the span has ended (the
 request id links a span to its prediction-log record).
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import propagate
@@ -109,6 +113,15 @@ class Tracing:
             upstream_port=upstream_port,
         )
 
+    def instrument_admin(self, app: Any) -> None:
+        """Spans for the admin API (FastAPI), through this sidecar's provider.
+        The kubelet's probes and Prometheus' scrapes make none."""
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=self._provider, excluded_urls="/healthz,/readyz,/metrics"
+        )
+
     def start_server(
         self, *, method: str, scope: Mapping[str, Any], carrier: Mapping[str, str]
     ) -> Span:
@@ -141,6 +154,27 @@ class Tracing:
         headers: dict[str, str] = {}
         propagate.inject(headers, context=set_span_in_context(span))
         return span, headers
+
+    @staticmethod
+    def add_timings(
+        span: Span,
+        *,
+        seconds: float,
+        model_seconds: float | None,
+        stages: Sequence[tuple[str, float]],
+    ) -> None:
+        """Where the request's time went: the model's and the sidecar's share,
+        and one ``model.stage`` event per stage of the model's Server-Timing."""
+        if model_seconds is not None:
+            span.set_attribute("driftline.model.duration_ms", model_seconds * 1000.0)
+            span.set_attribute(
+                "driftline.sidecar.overhead_ms", max(seconds - model_seconds, 0.0) * 1000.0
+            )
+        for name, stage_seconds in stages:
+            span.add_event(
+                "model.stage",
+                {"driftline.stage.name": name, "driftline.stage.duration_ms": stage_seconds * 1000},
+            )
 
     @staticmethod
     def end(span: Span, *, status: int | None, error: str | None = None) -> None:

@@ -51,7 +51,7 @@ def test_model_server_faults_change_while_it_runs(tmp_path: Path) -> None:
         row = {"f0": 0.5}
         assert httpx.post(f"{server.url}/predict", json=row, timeout=10).status_code == 200
         changed = httpx.post(f"{server.url}/control", json={"error_rate": 1.0}, timeout=10)
-        assert changed.json() == {"latency_ms": 0.0, "error_rate": 1.0}
+        assert changed.json() == {"latency_ms": 0.0, "error_rate": 1.0, "predict_requests": 1}
         assert httpx.post(f"{server.url}/predict", json=row, timeout=10).status_code == 500
         assert httpx.get(f"{server.url}/control", timeout=10).json()["error_rate"] == 1.0
         bad = httpx.post(f"{server.url}/control", json={"error_rate": 2}, timeout=10)

@@ -27,7 +27,7 @@ ARGS = [
     "--rps",
     "120",
 ]  # ~300 requests per role and window
-RUN_TIMEOUT = 170.0
+RUN_TIMEOUT = 240.0  # healthy and reliance start shap before the rollout's clock
 
 
 @dataclass
@@ -120,6 +120,19 @@ def test_healthy_canary_is_promoted_step_by_step() -> None:
     # Canary-routed requests reached the canary's own sidecar and were counted there.
     canary_requests = [int(n) for n in re.findall(r"canary\s+(\d+) req", out)]
     assert canary_requests and max(canary_requests) >= 50, out
+    # The same rows explained against both: a retrained model relies on what stable does.
+    shares = attribution_profiles(out)
+    assert shares["f0"][0] > 0.3 and shares["f0"][1] > 0.3, shares
+    assert shares["f3"][0] < 0.05 and shares["f3"][1] < 0.05, shares
+    assert re.search(r"total variation 0\.0\d\d \(fails above 0\.2\): alike", out), out
+
+
+def attribution_profiles(output: str) -> dict[str, tuple[float, float]]:
+    """feature -> (stable's share, the canary's) from the demo's closing table."""
+    table = output.split("What each model relies on: each feature's share", 1)[1]
+    rows = re.findall(r"^  (f\d)\s+([\d.]+)%\s+([\d.]+)%$", table, flags=re.MULTILINE)
+    assert len(rows) == 4, table
+    return {name: (float(a) / 100, float(b) / 100) for name, a, b in rows}
 
 
 @pytest.mark.parametrize(
@@ -128,6 +141,8 @@ def test_healthy_canary_is_promoted_step_by_step() -> None:
         ("errors", "errorRate: error rate canary"),
         ("latency", "latency: p95 canary"),
         ("drift", "scoreDrift: prediction distribution Jensen-Shannon"),
+        ("quality", "accuracy: labelled accuracy canary"),  # labels sent 3 s late
+        ("reliance", "attributions: reliance: total variation"),  # as accurate, leaning on f3
     ],
 )
 def test_bad_canary_is_rolled_back(scenario: str, failing_check: str) -> None:
@@ -141,3 +156,15 @@ def test_bad_canary_is_rolled_back(scenario: str, failing_check: str) -> None:
     assert "Promoted" not in out
     assert f"Outcome: rolled back (as expected for scenario {scenario})" in out
     assert pushed(result) == [50.0, 0.0], (result.weights, out)
+    if scenario == "quality":  # the label-free estimate saw it too, from the scores alone
+        found = re.search(r"\(CBPE, no labels\): canary ([\d.]+)%, stable ([\d.]+)%", out)
+        assert found is not None, out
+        assert float(found.group(1)) < float(found.group(2)) - 20, found.group(0)
+    if scenario == "reliance":  # nothing but the explanations tells the two apart
+        assert "errorRate" not in rolled_back and "scoreDrift:" not in rolled_back
+        accuracies = [float(a) for a in re.findall(r"accuracy ([\d.]+)%", out.split("\n\n")[0])]
+        assert len(accuracies) == 2 and abs(accuracies[0] - accuracies[1]) < 0.5, accuracies
+        shares = attribution_profiles(out)
+        assert shares["f0"][0] > 0.3 and shares["f0"][1] < 0.05, shares  # stable's f0 ...
+        assert shares["f3"][0] < 0.05 and shares["f3"][1] > 0.3, shares  # ... is f3 to the canary
+        assert "the candidate relies on other features" in out

@@ -33,7 +33,14 @@ from typing import Any, TypeVar
 
 import kubernetes
 import yaml
-from kubernetes.client import ApiClient, CoordinationV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import (
+    ApiClient,
+    ApiextensionsV1Api,
+    AppsV1Api,
+    CoordinationV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+)
 from kubernetes.client.exceptions import ApiException
 
 from driftline_operator.api.names import GROUP, PLURAL, SIDECAR_NAME, VERSION
@@ -79,6 +86,27 @@ def _stop(process: subprocess.Popen[Any]) -> None:
             process.wait(timeout=20)
     if process.stdout is not None:
         process.stdout.close()
+
+
+def serve(
+    command: list[str], url: str, log: Path, *, deadline: float = DEADLINE
+) -> subprocess.Popen[bytes]:
+    """Start `command` with its output in `log`; return once `url` answers 200."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"{command[:4]} exited:\n{log.read_text()}")
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+
+    try:
+        wait_for(url, up, deadline=deadline)
+    except BaseException:
+        _stop(process)
+        raise
+    return process
 
 
 # -- API servers ----------------------------------------------------------------------
@@ -176,6 +204,19 @@ class ControlPlane:
         assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stdout}{result.stderr}"
         return result.stdout
 
+    def wait_established(self, crd: str) -> None:
+        """Until the CRD `crd` serves. Not `kubectl wait`: kubectl 1.20 fails
+        on a CRD whose status has no conditions yet (seen on a loaded machine)."""
+        extensions = ApiextensionsV1Api(self.client())
+
+        def established() -> bool:
+            status = extensions.read_custom_resource_definition(crd).status
+            return any(
+                c.type == "Established" and c.status == "True" for c in status.conditions or ()
+            )
+
+        wait_for(f"the CRD {crd} to be established", established)
+
 
 @contextlib.contextmanager
 def started_control_plane(state: Path) -> Iterator[ControlPlane]:
@@ -199,9 +240,7 @@ def started_control_plane(state: Path) -> Iterator[ControlPlane]:
         plane = ControlPlane(Path(started.stdout.strip().splitlines()[-1]), state)
         crd = ROOT / "crds" / f"{PLURAL}.{GROUP}.yaml"
         plane.kubectl("apply", "-f", str(crd))
-        plane.kubectl(
-            "wait", "--for=condition=Established", "--timeout=120s", f"crd/{PLURAL}.{GROUP}"
-        )
+        plane.wait_established(f"{PLURAL}.{GROUP}")
         yield plane
     finally:
         subprocess.run([str(CONTROL_PLANE / "down.sh"), str(state), "--purge"],
@@ -242,7 +281,9 @@ def running_operator(
     operator_namespace: str,
     extra_env: dict[str, str] | None = None,
     log_name: str = "operator.log",
+    namespaces: list[str] | None = None,
 ) -> Iterator[Operator]:
+    """The operator serving `namespaces` (default: the module's namespace)."""
     webhook_port, metrics_port, liveness_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
@@ -258,7 +299,9 @@ def running_operator(
     log = tmp / log_name
     liveness = f"http://127.0.0.1:{liveness_port}/healthz"
     command = [sys.executable, "-m", "driftline_operator.controller.main", "--verbose"]
-    command += ["--namespace", server.namespace, "--liveness", liveness]
+    for namespace in namespaces or [server.namespace]:
+        command += ["--namespace", namespace]
+    command += ["--liveness", liveness]
     with log.open("w") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
     operator = Operator(
@@ -472,3 +515,45 @@ def deployment(name: str, app: str, *, image: str, replicas: int, canary: bool) 
             },
         },
     }
+
+
+def start_canary(
+    api: ApiClient,
+    namespace: str,
+    app: str,
+    *,
+    admin_port: int,
+    canary_image: str = "model:2",
+    stable_replicas: int = 2,
+    rollout: dict[str, Any] | None = None,
+    **spec: Any,
+) -> None:
+    """`app`-v1 (image model:1) and its canary `app`-v2 (at zero replicas), and
+    the ModelMonitor `app` rolling the canary out with the replicas router:
+    steps 25 and 50 every 2 s, rolled back after 2 failures, unless `rollout`
+    says otherwise; `spec` adds to the monitor's spec."""
+    apps = AppsV1Api(api)
+    for name, image, replicas, canary in (
+        (f"{app}-v1", "model:1", stable_replicas, False),
+        (f"{app}-v2", canary_image, 0, True),
+    ):
+        body = deployment(name, app, image=image, replicas=replicas, canary=canary)
+        apps.create_namespaced_deployment(namespace, body)
+    spec = {
+        "selector": {"matchLabels": {"app": app}},
+        "model": {"name": "fraud", "protocol": "json"},
+        "analysis": {"interval": "1s", "timeout": "2s"},
+        "sidecar": {"adminPort": admin_port},
+        "rollout": {
+            "strategy": "canary",
+            "stableRef": {"name": f"{app}-v1"},
+            "canaryRef": {"name": f"{app}-v2"},
+            "router": "replicas",
+            "steps": [25, 50],
+            "interval": "2s",
+            "failureLimit": 2,
+            **(rollout or {}),
+        },
+        **spec,
+    }
+    create_monitor(api, namespace, monitor(app, spec))

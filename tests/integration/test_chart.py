@@ -66,6 +66,7 @@ def env_of(container: Manifest) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
+SHARDS = [{"name": "a", "namespaces": ["ml", "fraud"]}, {"name": "b", "namespaces": ["churn"], "replicas": 3}]  # fmt: skip
 CA_BUNDLE = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 COMBINATIONS: dict[str, Manifest] = {
     "default": {},
@@ -76,6 +77,7 @@ COMBINATIONS: dict[str, Manifest] = {
     "own-secret": {"tls": {"mode": "secret", "secret": {"name": "my-tls", "caBundle": CA_BUNDLE.decode()}}},
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "namespaced": {"watchNamespaces": ["ml", "fraud"], "webhook": {"excludeNamespaces": ["legacy"]}},
+    "sharded": {"operator": {"shards": SHARDS}},
     "everything": {
         "operator": {"logLevel": "debug", "nodeSelector": {"a": "b"},
                      "tolerations": [{"key": "k", "operator": "Exists"}], "podAnnotations": {"team": "ml"}},
@@ -211,12 +213,13 @@ def test_webhook_reaches_the_operator_through_the_service(
     target = hook["clientConfig"]["service"]
     assert (target["name"], target["namespace"]) == (service["metadata"]["name"], NAMESPACE)
     port = next(p for p in service["spec"]["ports"] if p["port"] == target["port"] == 443)
-    container = operator_container(manifests)
-    container_port = next(p for p in container["ports"] if p["name"] == port["targetPort"])
-    assert str(container_port["containerPort"]) == env_of(container)["DRIFTLINE_WEBHOOK_PORT"]
-    # The pods Service selects are the operator's.
-    labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= labels.items()
+    for deployment in (m for m in manifests if m["kind"] == "Deployment"):  # one per shard
+        pod = deployment["spec"]["template"]
+        container = pod["spec"]["containers"][0]
+        container_port = next(p for p in container["ports"] if p["name"] == port["targetPort"])
+        assert str(container_port["containerPort"]) == env_of(container)["DRIFTLINE_WEBHOOK_PORT"]
+        # The pods Service selects are the operator's.
+        assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
 
 
 def test_namespaced_watch_limits_the_webhook_and_the_operator(tmp_path: Path) -> None:
@@ -356,7 +359,9 @@ def test_env_is_exactly_what_the_operator_reads(tmp_path: Path) -> None:
         env = env_of(operator_container(render(COMBINATIONS[name], tmp_path)))
         driftline = {k for k in env if k.startswith("DRIFTLINE_")}
         assert driftline <= set(ENVIRONMENT.values()), driftline - set(ENVIRONMENT.values())
-        optional = {"DRIFTLINE_OTLP_ENDPOINT"} if name == "default" else set()
+        optional = {"DRIFTLINE_SHARD_NAMESPACES"}  # sharded only: test_shards_*
+        optional |= {"DRIFTLINE_EXPLAINER_URL"}  # explainer.enabled only: test_chart_explainer
+        optional |= {"DRIFTLINE_OTLP_ENDPOINT"} if name == "default" else set()
         assert set(ENVIRONMENT.values()) - optional <= driftline
     # The values parse as the operator's settings (the cert dir is checked at start-up).
     plain = {
@@ -518,6 +523,49 @@ def test_two_replicas_roll_and_drain_without_losing_the_webhook(tmp_path: Path) 
     single = render({"operator": {"replicas": 1}}, tmp_path)
     assert "PodDisruptionBudget" not in kinds(single)
     assert "affinity" not in only(single, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_shards_each_run_a_deployment_with_a_lease_of_their_own(tmp_path: Path) -> None:
+    manifests = render({"operator": {"shards": SHARDS}}, tmp_path)
+    deployments = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Deployment"}
+    assert sorted(deployments) == [f"{RELEASE}-driftline-a", f"{RELEASE}-driftline-b"]
+    leases = sorted(m["metadata"]["name"] for m in manifests if m["kind"] == "Lease")
+    assert leases == [f"{RELEASE}-driftline-a-leader", f"{RELEASE}-driftline-b-leader"]
+    (role,) = [m for m in manifests if m["kind"] == "Role"]
+    assert role["rules"][0]["resourceNames"] == leases
+    for shard in SHARDS:
+        deployment = deployments[f"{RELEASE}-driftline-{shard['name']}"]
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        assert env["DRIFTLINE_LEASE_NAME"] == f"{RELEASE}-driftline-{shard['name']}-leader"
+        assert env["DRIFTLINE_SHARD_NAMESPACES"].split(",") == shard["namespaces"]
+        assert deployment["spec"]["replicas"] == shard.get("replicas", 2)
+        # The operator reads the env as this shard's namespaces.
+        from driftline_operator.controller.settings import OperatorConfig
+
+        config = OperatorConfig.from_env(
+            {"DRIFTLINE_SHARD_NAMESPACES": env["DRIFTLINE_SHARD_NAMESPACES"]}
+        )
+        assert list(config.shard_namespaces) == shard["namespaces"]
+        # Its own pods only: Deployments and budgets never select each other's pods.
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector["driftline.io/shard"] == shard["name"]
+        budgets = [m for m in manifests if m["kind"] == "PodDisruptionBudget"
+                   and m["metadata"]["name"] == deployment["metadata"]["name"]]  # fmt: skip
+        assert budgets and budgets[0]["spec"]["selector"]["matchLabels"] == selector
+    # Every shard's pods serve the webhook: the Service selects them all.
+    service = next(m for m in manifests if m["kind"] == "Service")
+    for deployment in deployments.values():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= labels.items()
+
+
+def test_a_namespace_in_two_shards_is_refused(tmp_path: Path) -> None:
+    shards = [{"name": "a", "namespaces": ["ml"]}, {"name": "b", "namespaces": ["ml"]}]
+    result = helm(
+        "template", RELEASE, str(CHART), *values_args({"operator": {"shards": shards}}, tmp_path)
+    )
+    assert result.returncode != 0
+    assert "namespace ml is in shards a and b" in result.stderr
 
 
 # -- ServiceMonitor ---------------------------------------------------------------

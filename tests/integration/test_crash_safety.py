@@ -26,13 +26,11 @@ import pytest
 from _harness import (
     ApiServer,
     ControlPlane,
-    create_monitor,
-    deployment,
     events_for,
     free_port,
     get_monitor,
-    monitor,
     running_operator,
+    start_canary,
     wait_for,
 )
 from _kubelet import FakeKubelet
@@ -110,33 +108,11 @@ class ReplicaLog:
         self._watch.stop()
 
 
-def start_canary(api: ApiClient, namespace: str, app: str) -> None:
-    apps = AppsV1Api(api)
-    apps.create_namespaced_deployment(
-        namespace, deployment(f"{app}-v1", app, image="model:1", replicas=2, canary=False)
-    )
-    apps.create_namespaced_deployment(
-        namespace, deployment(f"{app}-v2", app, image="model:2", replicas=0, canary=True)
-    )
-    spec = {
-        "selector": {"matchLabels": {"app": app}},
-        "model": {"name": "fraud", "protocol": "json"},
-        "analysis": {"interval": "1s", "timeout": "2s"},
-        "sidecar": {"adminPort": ADMIN_PORT},
-        "rollout": {
-            "strategy": "canary",
-            "stableRef": {"name": f"{app}-v1"},
-            "canaryRef": {"name": f"{app}-v2"},
-            "router": "replicas",
-            "steps": STEPS,
-            "interval": "2s",
-            "failureLimit": 2,
-            # Short, so that a step lost with the process ends in a rollback
-            # within the test rather than in ten minutes.
-            "progressDeadline": "30s",
-        },
-    }
-    create_monitor(api, namespace, monitor(app, spec))
+def start_rollout(api: ApiClient, namespace: str, app: str) -> None:
+    # A short deadline, so that a step lost with the process ends in a
+    # rollback within the test rather than in ten minutes.
+    rollout = {"steps": STEPS, "progressDeadline": "30s"}
+    start_canary(api, namespace, app, admin_port=ADMIN_PORT, rollout=rollout)
 
 
 def rollout_of(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
@@ -180,7 +156,7 @@ def test_a_canary_without_a_crash_crosses_every_boundary_once(world, monkeypatch
     replicas = ReplicaLog(api, ns, app)
     monkeypatch.setenv(KILL_AT_ENV, str(NEVER))
     with operator(server, tmp, app) as running:
-        start_canary(api, ns, app)
+        start_rollout(api, ns, app)
         status = wait_for("the canary to finish", lambda: finished(api, ns, app), deadline=120)
         image = stable_image(api, ns, app)
         remove(api, ns, app)
@@ -198,7 +174,7 @@ def test_a_canary_killed_at_a_step_boundary_resumes_and_is_promoted(world, monke
     replicas = ReplicaLog(api, ns, app)
     monkeypatch.setenv(KILL_AT_ENV, str(kill_at))
     with operator(server, tmp, app) as doomed:
-        start_canary(api, ns, app)
+        start_rollout(api, ns, app)
         killed = wait_for("the operator to kill itself", doomed.process.poll, deadline=120)
     assert killed == -signal.SIGKILL
     where = crossed(doomed.log)[-1]

@@ -219,6 +219,35 @@ def test_deleting_a_monitor_mid_canary_puts_all_traffic_back_on_stable(world):
     assert read_config_map(api, ns, config_map_name("half")) is None  # cleanup ran after it
 
 
+def test_a_monitor_whose_config_map_went_first_still_finalizes(world):
+    # Deleting the namespace deletes the ConfigMap and the ModelMonitor in no
+    # particular order; the running sidecars still hold the canary weight.
+    api, ns, kubelet = world
+    sidecar = canary_at_half(api, ns, "orphan", kubelet)
+    CoreV1Api(api).delete_namespaced_config_map(config_map_name("orphan"), ns)
+
+    delete_monitor(api, ns, "orphan")
+
+    wait_for("ModelMonitor orphan gone", lambda: get_monitor(api, ns, "orphan") is None)
+    assert sidecar.routing()["canary_weight"] == 0
+    assert replicas(api, ns, "orphan-v2") == 0
+    reasons = [e["reason"] for e in events_for(api, ns, "orphan")]
+    assert "RolloutNotFinalized" not in reasons, reasons
+
+
+def test_a_monitor_whose_canary_deployment_went_first_still_finalizes(world):
+    api, ns, kubelet = world
+    sidecar = canary_at_half(api, ns, "nocanary", kubelet)
+    AppsV1Api(api).delete_namespaced_deployment("nocanary-v2", ns)
+
+    delete_monitor(api, ns, "nocanary")
+
+    wait_for("ModelMonitor nocanary gone", lambda: get_monitor(api, ns, "nocanary") is None)
+    assert sidecar.routing()["canary_weight"] == 0
+    reasons = [e["reason"] for e in events_for(api, ns, "nocanary")]
+    assert "RolloutNotFinalized" not in reasons, reasons
+
+
 def test_the_monitor_stays_until_traffic_is_back_on_stable(world):
     api, ns, kubelet = world
     sidecar = canary_at_half(api, ns, "stuck", kubelet)

@@ -33,6 +33,7 @@ from _harness import (
     monitor,
     read_config_map,
     running_operator,
+    start_canary,
     wait_for,
 )
 from _kubelet import FakeKubelet
@@ -122,31 +123,11 @@ def world(
 def canary_world(
     api: ApiClient, ns: str, app: str, *, canary_image: str, alerts: Alerts, **rollout: Any
 ) -> None:
-    apps = AppsV1Api(api)
-    apps.create_namespaced_deployment(
-        ns, deployment(f"{app}-v1", app, image="model:1", replicas=4, canary=False)
-    )
-    apps.create_namespaced_deployment(
-        ns, deployment(f"{app}-v2", app, image=canary_image, replicas=0, canary=True)
-    )
-    spec = {
-        "selector": {"matchLabels": {"app": app}},
-        "model": {"name": "fraud", "protocol": "json"},
-        "analysis": {"interval": "1s", "timeout": "2s"},
-        "sidecar": {"adminPort": ADMIN_PORT},
-        "rollout": {
-            "strategy": "canary",
-            "stableRef": {"name": f"{app}-v1"},
-            "canaryRef": {"name": f"{app}-v2"},
-            "router": "replicas",
-            "steps": [25, 50],
-            "interval": "2s",
-            "failureLimit": 2,
-            **rollout,
-        },
-        "alerting": {"webhook": {"url": alerts.url}},
-    }
-    create_monitor(api, ns, monitor(app, spec))
+    start_canary(
+        api, ns, app,
+        admin_port=ADMIN_PORT, canary_image=canary_image, stable_replicas=4, rollout=rollout,
+        alerting={"webhook": {"url": alerts.url}},
+    )  # fmt: skip
 
 
 def rollout_of(api: ApiClient, ns: str, name: str) -> dict[str, Any]:
@@ -154,10 +135,19 @@ def rollout_of(api: ApiClient, ns: str, name: str) -> dict[str, Any]:
 
 
 def wait_for_phase(api: ApiClient, ns: str, name: str, phase: str) -> dict[str, Any]:
-    return wait_for(
-        f"ModelMonitor {ns}/{name} rollout phase {phase}",
-        lambda: (lambda r: r if r.get("phase") == phase else None)(rollout_of(api, ns, name)),
-    )
+    """The phase reached and its actions carried out: a decision is recorded
+    (with its actions pending) before it acts, and confirmed after."""
+
+    def reached() -> dict[str, Any] | None:
+        rollout = rollout_of(api, ns, name)
+        return rollout if rollout.get("phase") == phase and not rollout.get("pending") else None
+
+    return wait_for(f"ModelMonitor {ns}/{name} rollout phase {phase}, carried out", reached)
+
+
+def at_step(api: ApiClient, ns: str, name: str, step: int) -> bool:
+    rollout = rollout_of(api, ns, name)
+    return rollout.get("step") == step and not rollout.get("pending")
 
 
 def replicas(api: ApiClient, ns: str, name: str) -> int:
@@ -179,7 +169,7 @@ def test_a_healthy_canary_is_promoted_step_by_step(world):
     api, ns, _, alerts = world
     canary_world(api, ns, "healthy", canary_image="model:2", alerts=alerts)
 
-    wait_for("step 2 (weight 50)", lambda: rollout_of(api, ns, "healthy").get("step") == 1)
+    wait_for("step 2 (weight 50), carried out", lambda: at_step(api, ns, "healthy", 1))
     assert (replicas(api, ns, "healthy-v1"), replicas(api, ns, "healthy-v2")) == (2, 2)
     status = wait_for_phase(api, ns, "healthy", "Succeeded")
 
@@ -251,6 +241,9 @@ def test_a_restarted_operator_resumes_mid_rollout(world):
         api, ns, "resumed", canary_image="model:2", alerts=alerts, steps=[25, 50, 75], interval="3s"
     )
     wait_for("step 2", lambda: rollout_of(api, ns, "resumed").get("step") == 1)
+    # Restart once the step's Event is out: this test is about resuming, not
+    # about Events posted while an operator exits.
+    wait_for("the StepAdvanced event", lambda: "StepAdvanced" in reasons(api, ns, "resumed"))
 
     operator.restart()
     status = wait_for_phase(api, ns, "resumed", "Succeeded")

@@ -482,8 +482,7 @@ spec:
 def real(control_plane: ControlPlane) -> Iterator[tuple[ControlPlane, str]]:
     """The module's namespace on the shared control plane, with the HTTPRoute CRD."""
     control_plane.kubectl("apply", "-f", "-", stdin=CRDS)
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=120s",
-                          "crd/httproutes.gateway.networking.k8s.io")  # fmt: skip
+    control_plane.wait_established("httproutes.gateway.networking.k8s.io")
     with namespace_on(control_plane, "it-routers") as server:
         yield control_plane, server.namespace
 

@@ -18,7 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 CHART = yaml.safe_load((ROOT / "charts" / "driftline" / "Chart.yaml").read_text())
 VALUES = yaml.safe_load((ROOT / "charts" / "driftline" / "values.yaml").read_text())
-IMAGES = {"operator": "driftline-operator", "sidecar": "driftline-sidecar"}
+IMAGES = {
+    "operator": "driftline-operator",
+    "sidecar": "driftline-sidecar",
+    "explainer": "driftline-explainer",
+}
+# Each image's virtualenv stage: the explainer's adds the explain extra (shap).
+VENVS = {"operator": "venv", "sidecar": "venv", "explainer": "explainer-venv"}
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -53,20 +59,42 @@ def test_dockerfile_builds_a_slim_non_root_image_of_the_distribution(
     # The base can be swapped (../shared/k8s/image.sh passes a local one).
     assert dockerfile[""] == [("ARG", "BASE=python:3.11-slim")]
     assert dockerfile["build"][0] == ("FROM", "${BASE} AS build")
-    assert dockerfile["runtime"][:2] == [
-        ("FROM", "${BASE} AS runtime"),
-        ("COPY", "--from=build /opt/driftline /opt/driftline"),
-    ]
+    # The final stages hold a virtualenv built elsewhere: no pip, no compiler.
+    assert dockerfile["runtime"][0] == ("FROM", "${BASE} AS runtime")
+    assert not any(op == "COPY" for op, _ in dockerfile["runtime"])
     assert ("USER", "65532:65532") in dockerfile["runtime"]
-    assert dockerfile[image][0] == ("FROM", f"runtime AS {image}")
+    venv = VENVS[image]
+    assert dockerfile[image][:2] == [
+        ("FROM", f"runtime AS {image}"),
+        ("COPY", f"--from={venv} /opt/driftline /opt/driftline"),
+    ]
+    assert dockerfile[venv][0] == ("FROM", f"build AS {venv}")
+    assert "pip uninstall --yes --quiet pip setuptools" in dockerfile[venv][-1][1]
     assert ("ENTRYPOINT", f'["{script}"]') in dockerfile[image]
     assert script in PYPROJECT["project"]["scripts"]
-    # The build step imports the entrypoint's module, so a broken image fails to build.
+    # A build step imports the entrypoint's module, so a broken image fails to build.
     module = PYPROJECT["project"]["scripts"][script].split(":")[0]
-    runs = " ".join(args for op, args in dockerfile["build"] if op == "RUN")
+    runs = " ".join(args for op, args in dockerfile["build"] + dockerfile[venv] if op == "RUN")
     assert "pip install --no-deps ." in runs
     assert module in runs
     assert importlib.util.find_spec(module) is not None
+
+
+def test_only_the_explainer_image_carries_the_explain_extra() -> None:
+    """shap, numba and scikit-learn are ~300 MB the operator and sidecar do without."""
+    dockerfile = stages(ROOT / "Dockerfile")
+    explain_runs = " ".join(args for op, args in dockerfile["explainer-venv"] if op == "RUN")
+    assert "['optional-dependencies']['explain']" in explain_runs
+    assert "import shap" in explain_runs
+    assert "explain" in PYPROJECT["project"]["optional-dependencies"]
+    for stage in ("build", "venv"):
+        assert "optional-dependencies" not in " ".join(a for _, a in dockerfile[stage])
+    # numba and matplotlib cache in /tmp, the only writable path under the chart.
+    assert ("ENV", "NUMBA_CACHE_DIR=/tmp/numba MPLCONFIGDIR=/tmp/matplotlib") in dockerfile[
+        "explainer"
+    ]
+    # A plain `docker build .` still gives the operator.
+    assert list(dockerfile)[-1] == "operator"
 
 
 def test_dockerignore_keeps_what_pip_install_needs() -> None:
@@ -102,6 +130,21 @@ def test_kind_targets_build_load_and_install_the_images_the_chart_and_example_us
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == sidecar
     assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_kind_explainer_builds_loads_and_enables_the_explainer_image() -> None:
+    result = subprocess.run(
+        ["make", "-n", "-f", "mk/kind.mk", "kind-explainer"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    tag = CHART["appVersion"]
+    image = f"{VALUES['explainer']['image']['repository']}:{tag}"
+    assert f"docker build --target explainer -t {image} ." in result.stdout
+    assert f"load docker-image --name driftline {image}" in result.stdout
+    assert "--reuse-values" in result.stdout and "--set explainer.enabled=true" in result.stdout
+    assert f"--set explainer.image.tag={tag}" in result.stdout
 
 
 def test_kind_config_has_a_control_plane_and_a_worker() -> None:

@@ -81,3 +81,65 @@ app.kubernetes.io/component: operator
 {{- define "driftline.leaseName" -}}
 {{- printf "%s-leader" (include "driftline.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/* The operator's shards as a JSON list: operator.shards, or one unnamed
+shard acting in every namespace the operator serves. A namespace in two
+shards would be acted on twice: refused. */}}
+{{- define "driftline.shards" -}}
+{{- $seen := dict }}
+{{- range $shard := .Values.operator.shards }}
+{{- if hasKey $seen (printf "shard:%s" $shard.name) }}
+{{- fail (printf "operator.shards: two shards are named %s" $shard.name) }}
+{{- end }}
+{{- $_ := set $seen (printf "shard:%s" $shard.name) true }}
+{{- range $namespace := $shard.namespaces }}
+{{- if hasKey $seen $namespace }}
+{{- fail (printf "operator.shards: namespace %s is in shards %s and %s; each namespace belongs to one shard" $namespace (get $seen $namespace) $shard.name) }}
+{{- end }}
+{{- $_ := set $seen $namespace $shard.name }}
+{{- end }}
+{{- end }}
+{{- if .Values.operator.shards }}
+{{- toJson .Values.operator.shards }}
+{{- else }}
+{{- toJson (list (dict "name" "")) }}
+{{- end }}
+{{- end }}
+
+{{/* One shard's Deployment name: <fullname>-<shard> (<fullname> unsharded).
+Context: (dict "root" $ "shard" $shard). */}}
+{{- define "driftline.shardFullname" -}}
+{{- if .shard.name }}
+{{- printf "%s-%s" (include "driftline.fullname" .root) .shard.name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- include "driftline.fullname" .root }}
+{{- end }}
+{{- end }}
+
+{{/* One shard's Lease: <fullname>-<shard>-leader (<fullname>-leader unsharded). */}}
+{{- define "driftline.shardLeaseName" -}}
+{{- printf "%s-leader" (include "driftline.shardFullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The explainer Deployment (values explainer.*): its name, Service and labels. */}}
+{{- define "driftline.explainerName" -}}
+{{- printf "%s-explainer" (include "driftline.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "driftline.explainerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "driftline.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: explainer
+{{- end }}
+
+{{- define "driftline.explainerLabels" -}}
+helm.sh/chart: {{ include "driftline.chart" . }}
+{{ include "driftline.explainerSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Where the operator sends explanation jobs (DRIFTLINE_EXPLAINER_URL). */}}
+{{- define "driftline.explainerURL" -}}
+{{- printf "http://%s.%s.svc:%v" (include "driftline.explainerName" .) .Release.Namespace .Values.explainer.port }}
+{{- end }}

@@ -10,6 +10,10 @@ demo run it on windows built in memory. Each interval:
   statistics package, on the *drift window*: the last ``spec.drift.window`` of
   intervals merged (``DriftWindow``), because one 30 s interval rarely holds
   enough values for a test;
+- data quality of the drift window (``data_quality``): per-feature missing,
+  out-of-range and unseen-category rates and schema errors per row, judged
+  against ``spec.dataQuality``, an Event for each rate that crosses its
+  threshold either way;
 - one verdict per ``spec.slos`` entry (``judge_slo``), ``insufficient_data``
   when the window has fewer than ``MIN_REQUESTS`` requests: no data is not bad
   data, so it never breaches and never recovers;
@@ -30,6 +34,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from driftline_operator.analysis.data_quality import (
+    DataQualityFigures,
+    breaches,
+    categorical_features,
+    data_quality,
+    data_quality_events,
+    judge_data_quality,
+)
+from driftline_operator.analysis.quality import quality_status
 from driftline_operator.analysis.signals import (
     MIN_REQUESTS,
     figures,
@@ -51,11 +64,12 @@ from driftline_operator.api.status import (
     condition,
 )
 from driftline_operator.api.values import rfc3339
+from driftline_operator.stats.attribution import AttributionDrift
 from driftline_operator.stats.distances import jensen_shannon
 from driftline_operator.stats.policy import P_VALUE_METHODS, DriftPolicy
 from driftline_operator.stats.verdict import DatasetDrift, FeatureDrift, judge_dataset
 from driftline_sidecar.contract.profile import ReferenceProfile
-from driftline_sidecar.contract.snapshot import merge
+from driftline_sidecar.contract.snapshot import LayoutMismatch, Snapshot, merge, roll
 
 JUDGED_ROLE = "stable"
 TOP_FEATURES = 5
@@ -65,27 +79,38 @@ TOP_FEATURES = 5
 
 
 class DriftWindow:
-    """The most recent windows of one role covering ``seconds``, merged on demand.
+    """The most recent windows of one role covering ``seconds``, merged.
 
     Also the long window of the successRate burn rate. Windows binned against
     another profile than the newest one are dropped: their bins do not compare.
+    The merged counts are kept as a running total (the new window added, the
+    windows that fell out taken away), not summed again every interval.
     """
 
     def __init__(self, *, seconds: float) -> None:
         self.seconds = seconds
         self._ring: deque[Window] = deque()
+        self._total: Snapshot | None = None  # the ring's counts merged; None: not known
 
     def add(self, window: Window) -> None:
         sha = window.counts.profile_sha256
         if self._ring and sha and self._ring[-1].counts.profile_sha256 not in (sha, ""):
-            self._ring.clear()
+            self.clear()
         self._ring.append(window)
         end = window.counts.taken_at
+        dropped = []
         while len(self._ring) > 1 and (
             self.covered - self._ring[0].seconds >= self.seconds
             or self._ring[0].counts.taken_at <= end - self.seconds  # ended before the span
         ):
-            self._ring.popleft()
+            dropped.append(self._ring.popleft().counts)
+        if self._total is not None:
+            try:
+                self._total = roll(
+                    self._total, added=[window.counts], removed=dropped, like=self._ring[0].counts
+                )
+            except LayoutMismatch:
+                self._total = None  # merged() sums the ring again, and says what does not fit
 
     @property
     def covered(self) -> float:
@@ -95,11 +120,15 @@ class DriftWindow:
         if not self._ring:
             return None
         newest = self._ring[-1]
-        counts = merge([w.counts for w in self._ring]) if len(self._ring) > 1 else newest.counts
-        return Window(newest.role, counts, self.covered, max(w.pods for w in self._ring))
+        if len(self._ring) == 1:
+            self._total = newest.counts
+        elif self._total is None:
+            self._total = merge([w.counts for w in self._ring])
+        return Window(newest.role, self._total, self.covered, max(w.pods for w in self._ring))
 
     def clear(self) -> None:
         self._ring.clear()
+        self._total = None
 
 
 # -- drift ---------------------------------------------------------------------
@@ -197,6 +226,7 @@ class Memory:
     conditions: Mapping[str, Condition] = field(default_factory=dict)
     unreachable: frozenset[str] = frozenset()
     drift_error: str | None = None
+    data_quality: frozenset[str] | None = None  # breached rates at the last judged window
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> Memory:
@@ -214,6 +244,7 @@ class Memory:
                 c.type: c for c in parsed.conditions if c.type in (SLOS_MET, DRIFT_DETECTED)
             },
             unreachable=frozenset(parsed.pods.unreachable),
+            data_quality=breaches(parsed.data_quality),
         )
 
 
@@ -223,6 +254,7 @@ class Analysis:
     events: list[Event]
     drift: DatasetDrift | None
     memory: Memory
+    data_quality: DataQualityFigures | None = None
 
 
 def _changed(before: str | None, after: str, bad: str) -> bool | None:
@@ -250,10 +282,13 @@ def analyze(
     previous: Memory | None,
     now: float,
     unreachable: Mapping[str, str] | None = None,
+    quality_windows: Mapping[str, Window] | None = None,
     min_requests: int = MIN_REQUESTS,
     fast_burn: float = FAST_BURN,
+    attribution_drift: AttributionDrift | None = None,
 ) -> Analysis:
-    """Judge this interval's ``windows`` (by role) and the stable ``drift_window``."""
+    """Judge this interval's ``windows`` (by role), the stable ``drift_window``
+    and, with ``spec.quality``, each role's labels in ``quality_windows``."""
     previous = previous or Memory()
     unreachable = unreachable or {}
     events: list[Event] = []
@@ -270,6 +305,20 @@ def analyze(
     score = None
     if profile is not None and drift_window is not None and result is not None:
         score = prediction_score(profile, drift_window, min_samples=spec.drift.min_samples)
+    quality_figures = None
+    if drift_window is not None:
+        quality_figures = data_quality(drift_window.counts, categorical_features(spec, profile))
+    inputs = (
+        None if quality_figures is None else judge_data_quality(quality_figures, spec.data_quality)
+    )
+    quality = None
+    stable_quality = None
+    if spec.quality is not None and quality_windows:
+        calibration = profile.calibration if profile is not None else None
+        quality = quality_status(quality_windows, spec.quality, calibration)
+        stable_quality = next(
+            (f for f in quality.figures if f.role == JUDGED_ROLE and f.segment is None), None
+        )
     slos = [
         judge_slo(
             slo,
@@ -277,6 +326,10 @@ def analyze(
             long=drift_window,
             drift=result,
             prediction_drift=score,
+            attribution_drift=attribution_drift,
+            data_quality=quality_figures,
+            min_records=spec.data_quality.min_records,
+            quality=stable_quality,
             min_requests=min_requests,
             fast_burn=fast_burn,
         )
@@ -289,10 +342,11 @@ def analyze(
         change = _changed(previous.slos.get(verdict.name), verdict.verdict, "breach")
         if change is not None:
             message = f"SLO {verdict.name}: {verdict.message}"
+            subject = f"slo/{verdict.name}"
             if change:
-                events.append(Event("Warning", "SLOBreached", message))
+                events.append(Event("Warning", "SLOBreached", message, subject))
             else:
-                events.append(Event("Normal", "SLORecovered", message))
+                events.append(Event("Normal", "SLORecovered", message, subject))
         if verdict.verdict != "insufficient_data":
             memory_slos[verdict.name] = verdict.verdict
     if result is not None:
@@ -319,20 +373,28 @@ def analyze(
                     if change
                     else Event("Normal", "PredictionDriftCleared", text)
                 )
+    quality_breaches = breaches(inputs)
+    if quality_figures is not None:
+        events += data_quality_events(
+            previous.data_quality, quality_breaches, quality_figures, spec.data_quality
+        )
     for pod in sorted(set(unreachable) - previous.unreachable):
         events.append(Event("Warning", "SidecarUnreachable", f"pod {pod}: {unreachable[pod]}"))
 
     breached = [s.name for s in slos if s.verdict == "breach"]
+    bad_data = inputs is not None and inputs.status == "degraded"
     drifting = drift.status == "drift" or (
         drift.prediction is not None and drift.prediction.status == "drift"
     )
     conditions = _conditions(slos, drift, previous.conditions, now=rfc3339(now))
     status = ModelMonitorStatus(
-        phase="Degraded" if breached or drifting else "Healthy",
+        phase="Degraded" if breached or drifting or bad_data else "Healthy",
         conditions=list(conditions.values()),
         pods=PodCounts(unreachable=sorted(unreachable)),
         windows=[figures(w) for _, w in sorted(windows.items(), key=lambda kv: _role_order(kv[0]))],
         drift=drift,
+        data_quality=inputs,
+        quality=quality,
         slos=slos,
         last_analysis_time=rfc3339(now),
     )
@@ -352,8 +414,11 @@ def analyze(
         conditions=conditions,
         unreachable=frozenset(unreachable),
         drift_error=drift_error,
+        data_quality=previous.data_quality if quality_breaches is None else quality_breaches,
     )
-    return Analysis(status=status, events=events, drift=result, memory=memory)
+    return Analysis(
+        status=status, events=events, drift=result, memory=memory, data_quality=quality_figures
+    )
 
 
 def _role_order(role: str) -> tuple[int, str]:

@@ -4,7 +4,7 @@ One registry, separate from prometheus_client's global one, so nothing else
 in the process (kopf, the kubernetes client) leaks series into it. Labels are
 bounded: ``namespace`` and ``monitor`` name a ModelMonitor, ``feature`` is a
 profiled feature, ``slo`` a name in its spec, ``role`` stable/canary/shadow,
-``method`` one of the drift statistics. Every series of a monitor is
+``method`` one of the drift statistics, ``outcome`` what became of a label. Every series of a monitor is
 replaced on each analysis (a feature or an SLO that went away stops being
 exported) and removed by ``forget`` when the monitor is deleted.
 """
@@ -20,7 +20,14 @@ from typing import Any
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from driftline_operator.api.status import SloStatus
+from driftline_operator.analysis.data_quality import (
+    MISSING,
+    OUT_OF_RANGE,
+    UNSEEN,
+    DataQualityFigures,
+)
+from driftline_operator.api.status import QualityStatus, SloStatus
+from driftline_operator.stats.attribution import AttributionDrift
 from driftline_operator.stats.verdict import DatasetDrift
 
 PREFIX = "driftline_operator_"
@@ -59,6 +66,29 @@ class OperatorMetrics:
             list(_MONITOR),
             registry=r,
         )
+        self.feature_rates = {
+            metric: Gauge(
+                PREFIX + name,
+                f"{what} over the drift window (absent without values).",
+                [*_MONITOR, "feature"],
+                registry=r,
+            )
+            for metric, name, what in (
+                (MISSING, "feature_missing_ratio", "Share of rows where the feature is absent, "
+                 "null or of the wrong type"),
+                (OUT_OF_RANGE, "feature_out_of_range_ratio", "Numeric features: share of values "
+                 "outside the reference [min, max]"),
+                (UNSEEN, "feature_unseen_category_ratio", "Categorical features: share of values "
+                 "the reference never saw"),
+            )
+        }  # fmt: skip
+        self.schema_error_ratio = Gauge(
+            PREFIX + "schema_error_ratio",
+            "Schema violations (unknown fields, wrong types, absent features) per captured row "
+            "over the drift window.",
+            list(_MONITOR),
+            registry=r,
+        )
         self.slo_ok = Gauge(
             PREFIX + "slo_ok",
             "1 when the SLO is met, 0 when breached (absent without enough data).",
@@ -69,6 +99,67 @@ class OperatorMetrics:
             PREFIX + "slo_burn_rate",
             "successRate SLOs: error budget burn rate over the last interval.",
             [*_MONITOR, "slo"],
+            registry=r,
+        )
+        self.attribution_drift = Gauge(
+            PREFIX + "attribution_drift",
+            "Total variation distance between the normalised mean |SHAP| per feature of the "
+            "drift window and of the reference (absent without enough explained rows).",
+            list(_MONITOR),
+            registry=r,
+        )
+        self.attribution_share = Gauge(
+            PREFIX + "attribution_share",
+            "Each feature's share of the summed mean |SHAP| over the drift window.",
+            [*_MONITOR, "feature"],
+            registry=r,
+        )
+        # The labelled figures of each role (all segments together), as in
+        # status.quality: absent below spec.quality.minLabels or where undefined.
+        self.quality = {
+            field: Gauge(
+                PREFIX + name,
+                f"{what} over the labels of the quality window (absent below minLabels).",
+                [*_MONITOR, "role"],
+                registry=r,
+            )
+            for field, name, what in (
+                ("accuracy", "quality_accuracy", "Share of correct predictions"),
+                ("macro_f1", "quality_f1", "Macro F1 over the classes"),
+                ("roc_auc", "quality_roc_auc", "ROC AUC of the binned scores (multiclass: macro "
+                 "one-vs-rest)"),
+                ("pr_auc", "quality_pr_auc", "Average precision (multiclass: macro one-vs-rest)"),
+                ("ece", "quality_expected_calibration_error", "Expected calibration error"),
+                ("log_loss", "quality_log_loss", "Log loss"),
+                ("mae", "quality_mae", "Regression: mean absolute error"),
+                ("rmse", "quality_rmse", "Regression: root mean squared error"),
+                ("bias", "quality_bias", "Regression: mean (predicted - actual)"),
+                ("r2", "quality_r2", "Regression: coefficient of determination"),
+            )
+        }  # fmt: skip
+        self.quality_labels = Gauge(
+            PREFIX + "quality_labels",
+            "Labelled predictions in the quality window.",
+            [*_MONITOR, "role"],
+            registry=r,
+        )
+        self.estimated_accuracy = Gauge(
+            PREFIX + "quality_estimated_accuracy",
+            "Accuracy estimated from the scores of every prediction in the quality window, "
+            "labelled or not (CBPE; absent without a calibrated profile or scored predictions).",
+            [*_MONITOR, "role"],
+            registry=r,
+        )
+        self.estimated_from = Gauge(
+            PREFIX + "quality_estimated_predictions",
+            "Scored predictions the accuracy estimate is over.",
+            [*_MONITOR, "role"],
+            registry=r,
+        )
+        self.window_labels = Gauge(
+            PREFIX + "window_labels",
+            "Labels posted in the quality window, by outcome (unknown: no replica served the id).",
+            [*_MONITOR, "outcome"],
             registry=r,
         )
         self.window_requests = Gauge(
@@ -89,6 +180,12 @@ class OperatorMetrics:
             [*_MONITOR, "outcome"],
             registry=r,
         )
+        self.notifications = Counter(
+            PREFIX + "notifications",
+            "Notifications POSTed to the receivers of chart value notifications.receivers, by outcome.",
+            [*_MONITOR, "receiver", "outcome"],
+            registry=r,
+        )
         self.analysis_duration = Histogram(
             PREFIX + "analysis_duration_seconds",
             "Wall time of one analysis interval: collection, windows, statistics, verdicts.",
@@ -107,6 +204,7 @@ class OperatorMetrics:
         drift: DatasetDrift | None,
         slos: Sequence[SloStatus],
         requests: Mapping[str, int],
+        data_quality: DataQualityFigures | None = None,
     ) -> None:
         """Replace the monitor's series with one analysis' conclusions."""
         key = (namespace, monitor)
@@ -144,8 +242,61 @@ class OperatorMetrics:
             key,
             {(s.name,): s.burn_rate for s in slos if s.burn_rate is not None},
         )
+        features = data_quality.features if data_quality is not None else ()
+        for metric, gauge in self.feature_rates.items():
+            self._replace(
+                gauge,
+                key,
+                {(f.name,): rate.value for f in features if (rate := f.rate(metric)) is not None},
+            )
+        self._replace(
+            self.schema_error_ratio,
+            key,
+            {(): data_quality.schema.value} if data_quality is not None else {},
+        )
         self._replace(
             self.window_requests, key, {(role,): float(n) for role, n in requests.items()}
+        )
+
+    def record_quality(self, namespace: str, monitor: str, quality: QualityStatus | None) -> None:
+        """Replace the monitor's quality series (none without spec.quality)."""
+        key = (namespace, monitor)
+        whole = [f for f in (quality.figures if quality else ()) if f.segment is None]
+        judged = [f for f in whole if f.status == "ok"]
+        for field, gauge in self.quality.items():
+            self._replace(gauge, key, {(f.role,): getattr(f, field) for f in judged})
+        self._replace(self.quality_labels, key, {(f.role,): float(f.labels) for f in whole})
+        self._replace(
+            self.estimated_accuracy, key, {(f.role,): f.estimated_accuracy for f in whole}
+        )
+        self._replace(
+            self.estimated_from,
+            key,
+            {(f.role,): float(f.estimated_from) for f in whole if f.estimated_accuracy is not None},
+        )
+        self._replace(
+            self.window_labels,
+            key,
+            {}
+            if quality is None
+            else {
+                (o,): float(getattr(quality.labels, o)) for o in type(quality.labels).model_fields
+            },
+        )
+
+    def record_attributions(
+        self, namespace: str, monitor: str, drift: AttributionDrift | None
+    ) -> None:
+        """Replace the monitor's attribution series (none without explanations)."""
+        key = (namespace, monitor)
+        judged = drift is not None and drift.distance is not None
+        self._replace(self.attribution_drift, key, {(): drift.distance} if judged and drift else {})
+        self._replace(
+            self.attribution_share,
+            key,
+            {(name,): f.current_share for name, f in drift.features.items()}
+            if judged and drift
+            else {},
         )
 
     def count_collection_errors(self, namespace: str, monitor: str, errors: int) -> None:
@@ -161,6 +312,15 @@ class OperatorMetrics:
         with self._lock:
             exported = self._exported.setdefault((namespace, monitor), {})
             exported.setdefault(self.alerts, set()).add((outcome,))
+
+    def count_notification(
+        self, namespace: str, monitor: str, receiver: str, *, delivered: bool
+    ) -> None:
+        outcome = "delivered" if delivered else "failed"
+        self.notifications.labels(namespace, monitor, receiver, outcome).inc()
+        with self._lock:
+            exported = self._exported.setdefault((namespace, monitor), {})
+            exported.setdefault(self.notifications, set()).add((receiver, outcome))
 
     def forget(self, namespace: str, monitor: str) -> None:
         """Remove every series of a deleted monitor."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from driftline_operator.analysis.data_quality import DataQualityFigures
 from driftline_operator.analysis.signals import (
     MIN_REQUESTS,
     error_count,
@@ -16,8 +17,14 @@ from driftline_operator.analysis.signals import (
     request_count,
 )
 from driftline_operator.analysis.windows import Window
-from driftline_operator.api.spec import Slo
-from driftline_operator.api.status import SloStatus
+from driftline_operator.api.spec import (
+    DATA_QUALITY_METRICS,
+    QUALITY_AT_LEAST,
+    QUALITY_AT_MOST,
+    Slo,
+)
+from driftline_operator.api.status import QualityFigures, SloStatus
+from driftline_operator.stats.attribution import AttributionDrift
 from driftline_operator.stats.verdict import DatasetDrift
 
 # Google SRE workbook, "Alerting on SLOs": a burn rate of 14.4 spends 2 % of a
@@ -47,6 +54,10 @@ def judge_slo(
     long: Window | None,
     drift: DatasetDrift | None = None,
     prediction_drift: float | None = None,
+    attribution_drift: AttributionDrift | None = None,
+    data_quality: DataQualityFigures | None = None,
+    min_records: int = 1,
+    quality: QualityFigures | None = None,
     min_requests: int = MIN_REQUESTS,
     fast_burn: float = FAST_BURN,
 ) -> SloStatus:
@@ -63,12 +74,27 @@ def judge_slo(
       has ended recovers within one interval and a single bad interval alone
       does not breach;
     - driftedFeatureShare: the share of drifted features above ``max``;
-    - predictionDrift: the prediction score's Jensen-Shannon distance above ``max``.
+    - predictionDrift: the prediction score's Jensen-Shannon distance above ``max``;
+    - attributionDrift: the total variation distance between the drift window's and
+      the reference's attribution shares (spec.explain) above ``max``;
+    - missingRate, outOfRangeRate, unseenCategoryRate: the rate of ``slo.feature``
+      (default: the worst feature) in ``data_quality`` (the drift window's)
+      above ``max``; schemaErrorRate: schema violations per row above ``max``;
+      insufficient data below ``min_records`` rows;
+    - accuracy, auc, f1 (macro): the labelled figure in ``quality`` below the
+      objective; rmse, mae: above ``max``; insufficient data below
+      ``spec.quality.minLabels`` labels or without spec.quality.
     """
+    if slo.metric in QUALITY_AT_LEAST | QUALITY_AT_MOST:
+        return judge_quality_slo(slo, quality)
+    if slo.metric in DATA_QUALITY_METRICS:
+        return _data_quality(slo, data_quality, min_records)
     if slo.metric == "driftedFeatureShare":
         return _drifted_share(slo, drift)
     if slo.metric == "predictionDrift":
         return _prediction_drift(slo, prediction_drift)
+    if slo.metric == "attributionDrift":
+        return _attribution_drift(slo, attribution_drift)
     few = _too_few(short, min_requests)
     if slo.metric == "successRate" and not few:
         few = _too_few(long, min_requests)
@@ -145,6 +171,93 @@ def _prediction_drift(slo: Slo, score: float | None) -> SloStatus:
         return SloStatus(name=slo.name, verdict="insufficient_data", message=why)
     text = f"prediction score Jensen-Shannon distance {score:.3f}; max {bound:g}"
     return _verdict(slo, score, bound, score > bound, text)
+
+
+def _attribution_drift(slo: Slo, drift: AttributionDrift | None) -> SloStatus:
+    bound = slo.max_value
+    assert bound is not None
+    if drift is None or drift.distance is None:
+        why = (
+            "no explanations (spec.explain.enabled, and ExplanationsAvailable says why)"
+            if drift is None
+            else f"{drift.explained} rows explained in the drift window, too few"
+        )
+        return SloStatus(name=slo.name, verdict="insufficient_data", message=why)
+    text = (
+        f"attribution distance {drift.distance:.3f} (top {', '.join(drift.top_current)}); "
+        f"max {bound:g}"
+    )
+    return _verdict(slo, drift.distance, bound, drift.distance > bound, text)
+
+
+def _data_quality(slo: Slo, figures: DataQualityFigures | None, min_records: int) -> SloStatus:
+    bound = slo.max_value
+    assert bound is not None
+    if figures is None or figures.rows < min_records:
+        rows = figures.rows if figures else 0
+        why = f"{rows} rows in the drift window, need {min_records}"
+        return SloStatus(name=slo.name, verdict="insufficient_data", message=why)
+    found = figures.worst(slo.metric, slo.feature)
+    if found is None or found[1].value is None:
+        which = f"feature {slo.feature} has" if slo.feature else "no feature has"
+        why = f"{which} no values {slo.metric} applies to"
+        return SloStatus(name=slo.name, verdict="insufficient_data", message=why)
+    feature, rate = found
+    value = rate.value
+    assert value is not None
+    subject = f"{slo.metric} of {feature}" if feature else slo.metric
+    text = f"{subject} {rate} over {figures.rows} rows; max {bound:.2%}"
+    return _verdict(slo, value, bound, value > bound, text)
+
+
+QUALITY_FIELDS = {
+    "accuracy": "accuracy",
+    "auc": "roc_auc",
+    "f1": "macro_f1",
+    "rmse": "rmse",
+    "mae": "mae",
+    "estimatedAccuracy": "estimated_accuracy",
+}
+
+
+def quality_value(
+    slo: Slo, figures: QualityFigures | None, *, min_predictions: int = MIN_REQUESTS
+) -> tuple[float | None, str]:
+    """The figure an accuracy/auc/f1/rmse/mae SLO bounds, or None and why not."""
+    if figures is None:
+        return None, "no labelled predictions (spec.quality is not set, or no window yet)"
+    if slo.metric == "estimatedAccuracy":
+        if figures.estimated_accuracy is None:
+            return None, "no estimate (a profile with a calibration and scored predictions)"
+        if figures.estimated_from < min_predictions:
+            return None, f"{figures.estimated_from} scored predictions, need {min_predictions}"
+        return float(figures.estimated_accuracy), ""
+    if figures.status != "ok":
+        return None, figures.message
+    value = getattr(figures, QUALITY_FIELDS[slo.metric])
+    if value is None:
+        return None, f"{slo.metric} is not defined for these labels ({figures.message})"
+    return float(value), ""
+
+
+def judge_quality_slo(slo: Slo, figures: QualityFigures | None) -> SloStatus:
+    value, why = quality_value(slo, figures)
+    if value is None or figures is None:
+        return SloStatus(name=slo.name, verdict="insufficient_data", message=why)
+    if slo.metric in QUALITY_AT_LEAST:
+        bound = slo.objective_value
+        assert bound is not None
+        over = (
+            f"{figures.estimated_from} scored predictions"
+            if slo.metric == "estimatedAccuracy"
+            else f"{figures.labels} labels"
+        )
+        text = f"{slo.metric} {value:.4g} over {over}; objective {bound:.4g}"
+        return _verdict(slo, value, bound, value < bound, text)
+    bound = slo.max_value
+    assert bound is not None
+    text = f"{slo.metric} {value:.4g} over {figures.labels} labels; max {bound:.4g}"
+    return _verdict(slo, value, bound, value > bound, text)
 
 
 def _verdict(slo: Slo, value: float, bound: float, breach: bool, text: str) -> SloStatus:

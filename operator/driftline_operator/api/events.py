@@ -18,3 +18,6 @@ class Event:
     type: EventType
     reason: str  # CamelCase, as Kubernetes conventions ask
     message: str
+    # What within the monitor it is about when the reason alone does not say
+    # ("slo/<name>"): a notification's incident is opened and closed by it.
+    subject: str = ""

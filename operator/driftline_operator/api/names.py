@@ -61,6 +61,12 @@ def config_map_name(monitor_name: str) -> str:
     return f"driftline-{_shortened(monitor_name, room)}-sidecar"
 
 
+def alert_rules_name(monitor_name: str) -> str:
+    """`driftline-<monitor>-alerts`, the monitor's PrometheusRule."""
+    room = _MAX_NAME - len("driftline--alerts")
+    return f"driftline-{_shortened(monitor_name, room)}-alerts"
+
+
 def monitor_label_value(monitor_name: str) -> str:
     """The monitor's name as a label value (at most 63 characters)."""
     return _shortened(monitor_name, _MAX_LABEL_VALUE)

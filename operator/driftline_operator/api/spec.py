@@ -206,7 +206,65 @@ class Drift(ApiModel):
     )
 
 
-SloMetric = Literal["latency", "successRate", "errorRate", "driftedFeatureShare", "predictionDrift"]
+SloMetric = Literal[
+    "latency",
+    "successRate",
+    "errorRate",
+    "driftedFeatureShare",
+    "predictionDrift",
+    "attributionDrift",
+    "missingRate",
+    "outOfRangeRate",
+    "unseenCategoryRate",
+    "schemaErrorRate",
+    "accuracy",
+    "auc",
+    "f1",
+    "rmse",
+    "mae",
+    "estimatedAccuracy",
+]
+# Data-quality SLO metrics: a rate in 0..1 per feature (or per row for schema errors).
+DATA_QUALITY_METRICS = frozenset(
+    {"missingRate", "outOfRangeRate", "unseenCategoryRate", "schemaErrorRate"}
+)
+# Model quality from labels: a minimum objective (accuracy, auc, f1) or a maximum (rmse, mae).
+QUALITY_AT_LEAST = frozenset({"accuracy", "auc", "f1", "estimatedAccuracy"})
+QUALITY_AT_MOST = frozenset({"rmse", "mae"})
+
+
+class DataQuality(ApiModel):
+    min_records: int = Field(
+        default=100,
+        ge=1,
+        description="Below this many rows in the drift window the rates are insufficient data.",
+    )
+    max_missing_rate: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="A feature's share of rows where it is absent, null or of the wrong type.",
+    )
+    max_out_of_range_rate: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="A numeric feature's share of values outside the reference [min, max].",
+    )
+    max_unseen_category_rate: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="A categorical feature's share of values the reference never saw.",
+    )
+    max_schema_error_rate: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Schema violations (unknown fields, wrong types, absent features) per captured row."
+        ),
+    )
 
 
 class Slo(ApiModel):
@@ -222,14 +280,25 @@ class Slo(ApiModel):
         default=None,
         description=(
             "Upper bound: a duration for latency (200ms), a ratio or percentage for "
-            "errorRate and driftedFeatureShare, a score for predictionDrift."
+            "errorRate, driftedFeatureShare and the data-quality rates, a score for "
+            "predictionDrift and attributionDrift, a number in the label's units for rmse "
+            "and mae."
         ),
     )
     objective: str | float | None = Field(
         default=None,
         description=(
             "successRate: the objective as a ratio or percentage (99.9%); the error budget "
-            "is 1 - objective and burn rates are judged over short and long windows."
+            "is 1 - objective and burn rates are judged over short and long windows. "
+            "accuracy, auc, f1, estimatedAccuracy: the least acceptable value (labels from "
+            "spec.quality; the estimate needs a profile built with --target and --prediction)."
+        ),
+    )
+    feature: str | None = Field(
+        default=None,
+        description=(
+            "missingRate, outOfRangeRate, unseenCategoryRate: the feature judged. "
+            "Default: the feature with the highest rate."
         ),
     )
 
@@ -239,10 +308,18 @@ class Slo(ApiModel):
 
     @model_validator(mode="after")
     def _bound_fits_metric(self) -> Slo:
-        if self.metric == "successRate":
+        if self.metric == "successRate" or self.metric in QUALITY_AT_LEAST:
             if self.objective is None:
-                raise ValueError(f"slo {self.name!r}: successRate needs an objective such as 99.9%")
+                raise ValueError(
+                    f"slo {self.name!r}: {self.metric} needs an objective such as 99.9%"
+                )
             self._objective_value = parse_ratio(self.objective)
+        elif self.metric in QUALITY_AT_MOST:
+            if not isinstance(self.max, int | float) or self.max < 0:
+                raise ValueError(
+                    f"slo {self.name!r}: {self.metric} needs max, a number in the label's units"
+                )
+            self._max_value = float(self.max)
         elif self.max is None:
             raise ValueError(f"slo {self.name!r}: {self.metric} needs max")
         elif self.metric == "latency":
@@ -253,6 +330,10 @@ class Slo(ApiModel):
             self._max_value = parse_duration(self.max)
         else:
             self._max_value = parse_ratio(self.max)
+        if self.feature is not None and self.metric not in DATA_QUALITY_METRICS - {
+            "schemaErrorRate"
+        }:
+            raise ValueError(f"slo {self.name!r}: feature applies to per-feature rates only")
         return self
 
     @property
@@ -262,8 +343,119 @@ class Slo(ApiModel):
 
     @property
     def objective_value(self) -> float | None:
-        """successRate: the objective as a ratio in 0..1."""
+        """successRate, accuracy, auc, f1: the objective as a ratio in 0..1."""
         return self._objective_value
+
+
+class Quality(ApiModel):
+    classes: list[str] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=50,
+        description="Classification: the classes labels may name (required for a classifier).",
+    )
+    positive_class: str | None = Field(
+        default=None,
+        description=(
+            "Binary classification: the class whose probability the score is, for ROC/PR AUC "
+            "and calibration. Default: the second class."
+        ),
+    )
+    segment: str | None = Field(
+        default=None,
+        description="A categorical feature to split quality by (its profiled categories).",
+    )
+    score_bins: int = Field(
+        default=20, ge=2, le=200, description="Equal-width bins of the score over [0, 1]."
+    )
+    min_labels: int = Field(
+        default=100,
+        ge=1,
+        description="Below this many labelled predictions a figure is insufficient data.",
+    )
+    max_pending: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Predictions each sidecar keeps waiting for a label (about 60 bytes each).",
+    )
+    label_ttl: PositiveDuration = Field(
+        default=Duration("168h"), description="How long a prediction waits for its label."
+    )
+    max_batch: int = Field(default=10_000, ge=1, description="Labels per feedback request.")
+    feedback_token_sha256: str | None = Field(
+        default=None,
+        pattern="^[0-9a-f]{64}$",
+        description=(
+            "SHA-256 (hex) of the token a label source presents to POST /v1/feedback; "
+            "the token itself stays with the label source."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _positive_is_a_class(self) -> Quality:
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError("quality.classes must be unique")
+        if self.positive_class is not None and self.positive_class not in (self.classes or []):
+            raise ValueError(
+                f"quality.positiveClass {self.positive_class!r} is not in quality.classes"
+            )
+        return self
+
+
+class Explain(ApiModel):
+    """SHAP attributions of live rows (the sidecars' reservoirs) and their drift."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Explain sampled live rows against the reference profile's background, by "
+            "asking the model container directly (never counted as user traffic)."
+        ),
+    )
+    explanations_per_minute: int = Field(
+        default=60,
+        ge=1,
+        le=6000,
+        description=(
+            "This monitor's explanation budget; the operator's own cap "
+            "(DRIFTLINE_EXPLANATIONS_PER_MINUTE) bounds all monitors together."
+        ),
+    )
+    min_explanations: int = Field(
+        default=20,
+        ge=1,
+        description="Below this many explained rows in the drift window: insufficient data.",
+    )
+    threshold: float = Field(
+        default=0.15,
+        gt=0,
+        le=1,
+        description=(
+            "Attribution drift: the total variation distance between the normalised mean "
+            "|SHAP| per feature of the window and of the reference, above which it drifted."
+        ),
+    )
+    timeout: PositiveDuration = Field(
+        default=Duration("10s"), description="How long one explanation's request may take."
+    )
+    # The sidecar's own defaults (ReservoirConfig), so the rendered config
+    # states them; the sidecar keeps no reservoir while explain is off.
+    reservoir_size: int = Field(
+        default=128,
+        ge=1,
+        le=10_000,
+        description=(
+            "Rows each sidecar samples uniformly per reservoir window; the operator explains "
+            "each closed window's rows once."
+        ),
+    )
+    reservoir_window: PositiveDuration = Field(
+        default=Duration("60s"),
+        description=(
+            "How long each sidecar's reservoir window lasts; at most drift.window, so every "
+            "drift window holds a closed reservoir window's explanations."
+        ),
+    )
 
 
 # Each analysis reads the monitor and lists its pods: a shorter interval
@@ -343,6 +535,16 @@ class ServiceRef(ApiModel):
 
 
 class Comparison(ApiModel):
+    max_accuracy_decrease: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "With spec.quality (a classifier): how much lower than stable's the candidate's "
+            "labelled accuracy may be (a larger drop fails only when significant); the canary "
+            "holds until both have quality.minLabels labels."
+        ),
+    )
     max_disagreement: float = Field(
         default=0.05,
         ge=0.0,
@@ -372,6 +574,18 @@ class Comparison(ApiModel):
         description=(
             "Jensen-Shannon distance (base 2) allowed between the two score distributions; "
             "a larger one fails only when a chi-square test also finds the difference significant."
+        ),
+    )
+    max_attribution_distance: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "canary: explain the same sampled live rows against stable and the candidate and "
+            "fail when the total variation distance between their normalised mean |SHAP| per "
+            "feature is above this (the candidate relies on other features). Off unless set; "
+            "needs spec.explain.enabled (its budget, background and minExplanations: below "
+            "that many rows explained on both, the canary holds)."
         ),
     )
 
@@ -454,6 +668,55 @@ class Alerting(ApiModel):
     webhook: AlertWebhook | None = Field(default=None, description="A notification hook.")
 
 
+NotificationEvent = Literal["rollout", "drift", "slo", "dataQuality"]
+Severity = Literal["info", "warning", "critical"]
+
+
+def _every_event() -> list[NotificationEvent]:
+    return ["rollout", "drift", "slo", "dataQuality"]
+
+
+class NotificationRoute(ApiModel):
+    receiver: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description=(
+            "A receiver the operator is installed with (chart value "
+            "notifications.receivers[].name); its URL or routing key stays in the "
+            "operator's Secret, never in the ModelMonitor."
+        ),
+    )
+    events: list[NotificationEvent] = Field(
+        default_factory=_every_event,
+        min_length=1,
+        description=(
+            "What it is told: rollout (phase changes: started, paused, promoted, rolled "
+            "back), drift (dataset, prediction and attribution drift detected and cleared), "
+            "slo (an SLO breached and recovered), dataQuality (a feature's missing, "
+            "out-of-range or unseen-category rate, or the schema error rate, above its "
+            "spec.dataQuality threshold and back)."
+        ),
+    )
+    min_severity: Severity = Field(
+        default="info",
+        description=(
+            "The least severity it is told (rollout started or promoted: info; drift, data "
+            "quality, a paused rollout: warning; an SLO breach, a rolled-back rollout: "
+            "critical). A recovery has the severity of what it ends, so it reaches every "
+            "route that was told of the breach."
+        ),
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _events_once(cls, events: list[NotificationEvent]) -> list[NotificationEvent]:
+        repeated = sorted({e for e in events if events.count(e) > 1})
+        if repeated:
+            raise ValueError(f"events must name each kind once, repeated: {', '.join(repeated)}")
+        return events
+
+
 class ModelMonitorSpec(ApiModel):
     selector: LabelSelector = Field(description="The model's pods: injected and watched.")
     model: Model = Field(description="The model and how to read its requests.")
@@ -462,6 +725,17 @@ class ModelMonitorSpec(ApiModel):
         description="Reference profile for drift. Without it only golden signals are judged.",
     )
     drift: Drift = Field(default_factory=Drift, description="How drift is judged.")
+    data_quality: DataQuality = Field(
+        default_factory=DataQuality,
+        description="Per-feature data-quality thresholds: status, metrics and Events.",
+    )
+    quality: Quality | None = Field(
+        default=None,
+        description=(
+            "Model quality from ground-truth labels (POST /v1/feedback on each sidecar). "
+            "Without it the sidecars join no labels."
+        ),
+    )
     slos: list[Slo] = Field(
         default_factory=list,
         description="Objectives judged on every analysis window, each name once.",
@@ -471,13 +745,65 @@ class ModelMonitorSpec(ApiModel):
     metrics: Metrics = Field(default_factory=Metrics, description="Where the counts come from.")
     sidecar: Sidecar = Field(default_factory=Sidecar, description="The injected sidecar.")
     rollout: Rollout = Field(default_factory=Rollout, description="Safe rollout of new versions.")
-    alerting: Alerting = Field(default_factory=Alerting, description="Notifications.")
+    alerting: Alerting = Field(
+        default_factory=Alerting,
+        description="A Slack-shaped hook on each rollout phase change (see notifications).",
+    )
+    notifications: list[NotificationRoute] = Field(
+        default_factory=list,
+        description=(
+            "Which of the operator's notification receivers are told of this monitor's "
+            "rollouts and verdict changes, each receiver once."
+        ),
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["receiver"],
+        },
+    )
+    explain: Explain = Field(
+        default_factory=Explain, description="SHAP attributions and attribution drift."
+    )
 
     @field_validator("slos")
     @classmethod
     def _unique_slo_names(cls, slos: list[Slo]) -> list[Slo]:
         _refuse_repeated("slo", [slo.name for slo in slos])
         return slos
+
+    @field_validator("notifications")
+    @classmethod
+    def _each_receiver_once(cls, routes: list[NotificationRoute]) -> list[NotificationRoute]:
+        names = [route.receiver for route in routes]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"each receiver may be routed once, repeated: {', '.join(repeated)}")
+        return routes
+
+    @model_validator(mode="after")
+    def _classifier_quality_has_classes(self) -> ModelMonitorSpec:
+        quality = self.quality
+        classifier = self.model.prediction.task == "classification"
+        if quality is not None and classifier and quality.classes is None:
+            raise ValueError("quality.classes must list the classes of a classifier")
+        if self.explain.enabled and self.reference is None:
+            raise ValueError(
+                "explain.enabled needs spec.reference: the explanations' background "
+                "comes from the reference profile"
+            )
+        compared = self.rollout.comparison.max_attribution_distance
+        if compared is not None and not self.explain.enabled:
+            raise ValueError(
+                f"rollout.comparison.maxAttributionDistance {compared:g} needs "
+                "explain.enabled: stable and the candidate are compared on explained rows"
+            )
+        window = self.explain.reservoir_window
+        if self.explain.enabled and window.seconds > self.drift.window.seconds:
+            raise ValueError(
+                f"explain.reservoirWindow {window} is longer than drift.window "
+                f"{self.drift.window}: each closed reservoir window is explained once, so "
+                "some drift windows would hold no explanations; shorten reservoirWindow"
+            )
+        return self
 
 
 # -- status --------------------------------------------------------------------

@@ -73,6 +73,127 @@ class DriftStatus(ApiModel):
     )
 
 
+class FeatureQualityStatus(ApiModel):
+    name: str = Field(description="Feature name.")
+    rows: int = Field(default=0, description="Rows in the drift window that could carry it.")
+    missing_rate: float | None = Field(
+        default=None, description="Share of rows where it is absent, null or of the wrong type."
+    )
+    out_of_range_rate: float | None = Field(
+        default=None, description="Numeric: share of its values outside the reference [min, max]."
+    )
+    unseen_category_rate: float | None = Field(
+        default=None, description="Categorical: share of its values the reference never saw."
+    )
+    breaches: list[str] = Field(
+        default_factory=list, description="The rates above their threshold (metric names)."
+    )
+
+
+class DataQualityStatus(ApiModel):
+    status: Literal["ok", "degraded", "insufficient_data"] = Field(
+        default="insufficient_data", description="degraded: some rate is above its threshold."
+    )
+    rows: int = Field(default=0, description="Captured rows in the drift window.")
+    schema_error_rate: float | None = Field(
+        default=None, description="Schema violations per captured row (capped at 1)."
+    )
+    schema_errors: int = Field(
+        default=0, description="Unknown fields, wrong types and absent features, counted."
+    )
+    features: list[FeatureQualityStatus] = Field(
+        default_factory=list, description="Every captured feature, worst first."
+    )
+    breaches: list[str] = Field(
+        default_factory=list,
+        description="Rates above their threshold: <feature>/<metric>, or schemaErrorRate.",
+    )
+
+
+class ClassQualityStatus(ApiModel):
+    name: str = Field(description="The class.")
+    support: int = Field(default=0, description="Labels of this class.")
+    precision: float | None = Field(default=None, description="None: never predicted.")
+    recall: float | None = Field(default=None, description="None: no label of this class.")
+    f1: float | None = Field(default=None, description="Harmonic mean of precision and recall.")
+    roc_auc: float | None = Field(
+        default=None, description="Multiclass: this class's ROC AUC against the rest."
+    )
+    pr_auc: float | None = Field(
+        default=None, description="Multiclass: this class's average precision against the rest."
+    )
+
+
+class QualityFigures(ApiModel):
+    role: str = Field(default="stable", description="stable, canary or shadow.")
+    segment: str | None = Field(
+        default=None, description="The segment feature's value; unset for all segments together."
+    )
+    labels: int = Field(default=0, description="Labelled predictions the figures come from.")
+    status: Literal["ok", "insufficient_data"] = Field(
+        default="insufficient_data", description="insufficient_data below quality.minLabels."
+    )
+    message: str = Field(default="", description="The sample count and what it is judged on.")
+    accuracy: float | None = Field(default=None, description="Share of correct predictions.")
+    macro_f1: float | None = Field(default=None, description="Mean F1 over the classes.")
+    classes: list[ClassQualityStatus] = Field(
+        default_factory=list, description="Per-class precision, recall and F1."
+    )
+    roc_auc: float | None = Field(
+        default=None, description="ROC AUC of binned scores (multiclass: macro one-vs-rest)."
+    )
+    roc_auc_bound: float | None = Field(
+        default=None, description="The most score binning can move roc_auc."
+    )
+    pr_auc: float | None = Field(
+        default=None, description="Average precision (multiclass: macro one-vs-rest)."
+    )
+    ece: float | None = Field(
+        default=None, description="Expected calibration error (multiclass: macro one-vs-rest)."
+    )
+    log_loss: float | None = Field(
+        default=None, description="Log loss with scores at their bin's midpoint."
+    )
+    estimated_accuracy: float | None = Field(
+        default=None,
+        description=(
+            "Classification with a calibrated profile: accuracy estimated from the scores "
+            "of every prediction in the window, labelled or not (CBPE)."
+        ),
+    )
+    estimated_from: int = Field(default=0, description="Scored predictions the estimate is over.")
+    estimate_error: float | None = Field(
+        default=None, description="accuracy - estimatedAccuracy, once labels are in."
+    )
+    mae: float | None = Field(default=None, description="Regression: mean absolute error.")
+    rmse: float | None = Field(default=None, description="Regression: root mean squared error.")
+    bias: float | None = Field(default=None, description="Regression: mean (predicted - actual).")
+    r2: float | None = Field(default=None, description="Regression: coefficient of determination.")
+
+
+class LabelStatus(ApiModel):
+    joined: int = Field(default=0, description="Labels joined to their prediction.")
+    unknown: int = Field(
+        default=0,
+        description=(
+            "Labels for ids no replica served (labels fanned out to every replica count "
+            "unknown once, at the one sidecar the sender resends them to)."
+        ),
+    )
+    expired: int = Field(default=0, description="Labels that came after their prediction expired.")
+    duplicate: int = Field(default=0, description="Labels for an already labelled prediction.")
+
+
+class QualityStatus(ApiModel):
+    window_seconds: float = Field(default=0.0, description="How much recent labelling it covers.")
+    labels: LabelStatus = Field(
+        default_factory=LabelStatus, description="Labels posted in the window, by outcome."
+    )
+    figures: list[QualityFigures] = Field(
+        default_factory=list, description="Per role: all segments, then each segment."
+    )
+
+
 class SloStatus(ApiModel):
     name: str = Field(description="The SLO's name.")
     verdict: Literal["ok", "breach", "insufficient_data"] = Field(description="The verdict.")
@@ -82,6 +203,58 @@ class SloStatus(ApiModel):
         default=None, description="successRate: error budget burn rate over the window."
     )
     message: str = Field(default="", description="The verdict in words.")
+
+
+class FeatureAttributionStatus(ApiModel):
+    name: str = Field(description="Feature name.")
+    share: float = Field(description="Its share of the summed mean |SHAP| in the drift window.")
+    reference_share: float = Field(description="Its share in the reference attributions.")
+
+
+class CanaryFeatureStatus(ApiModel):
+    name: str = Field(description="Feature name.")
+    stable: float = Field(description="Its share of stable's summed mean |SHAP|.")
+    canary: float = Field(description="Its share of the canary's, on the same rows.")
+
+
+class CanaryAttributionsStatus(ApiModel):
+    explained: int = Field(
+        default=0, description="Rows explained against both stable and the canary."
+    )
+    distance: float | None = Field(
+        default=None,
+        description="Total variation distance between the two models' shares (none: no rows).",
+    )
+    limit: float = Field(description="spec.rollout.comparison.maxAttributionDistance.")
+    features: list[CanaryFeatureStatus] = Field(
+        default_factory=list,
+        description="The features either model relies on most, by the larger share.",
+    )
+
+
+class ExplanationsStatus(ApiModel):
+    status: Literal["ok", "drift", "insufficient_data"] = Field(
+        description="Attribution drift's verdict over the drift window."
+    )
+    explained: int = Field(default=0, description="Rows explained in the drift window.")
+    distance: float | None = Field(
+        default=None,
+        description="Total variation distance between the window's and the reference's shares.",
+    )
+    threshold: float = Field(description="spec.explain.threshold.")
+    top_features: list[FeatureAttributionStatus] = Field(
+        default_factory=list, description="Features by share of mean |SHAP|, largest first."
+    )
+    reference_top: list[str] = Field(
+        default_factory=list, description="The reference's top features by attribution."
+    )
+    canary: CanaryAttributionsStatus | None = Field(
+        default=None,
+        description=(
+            "With rollout.comparison.maxAttributionDistance and canary pods: the same rows "
+            "explained against stable and the canary, over the drift window."
+        ),
+    )
 
 
 class PendingActions(ApiModel):
@@ -142,7 +315,16 @@ class ModelMonitorStatus(ApiModel):
     p95_ms: float | None = Field(default=None, description="Stable p95 latency in ms.")
     error_percent: float | None = Field(default=None, description="Stable error rate in percent.")
     drift: DriftStatus = Field(default_factory=DriftStatus, description="Drift verdicts.")
+    data_quality: DataQualityStatus | None = Field(
+        default=None, description="Data-quality rates over the drift window (stable role)."
+    )
+    quality: QualityStatus | None = Field(
+        default=None, description="Model quality from ground-truth labels (spec.quality)."
+    )
     slos: list[SloStatus] = Field(default_factory=list, description="SLO verdicts.")
+    explanations: ExplanationsStatus | None = Field(
+        default=None, description="SHAP attributions of live rows (spec.explain)."
+    )
     rollout: RolloutStatus | None = Field(default=None, description="Rollout progress.")
     last_analysis_time: str | None = Field(
         default=None, description="When the last analysis ran (RFC 3339)."
@@ -153,6 +335,7 @@ class ModelMonitorStatus(ApiModel):
 READY = "Ready"
 SLOS_MET = "SLOsMet"
 DRIFT_DETECTED = "DriftDetected"
+EXPLANATIONS_AVAILABLE = "ExplanationsAvailable"
 CANDIDATE_FIT = "CandidateFit"  # shadow: whether the candidate is fit to promote
 # Reasons of the Ready condition (CamelCase, as Kubernetes conventions ask).
 INVALID_SPEC = "InvalidSpec"

@@ -1,8 +1,13 @@
-"""The ``driftline`` command: reference profiles and the local demo.
+"""The ``driftline`` command: profiles, offline drift, reports, status, alerts, the demo.
 
     driftline profile build DATA -o profile.json [options]
     driftline profile show profile.json
     driftline profile configmap profile.json --name NAME [--namespace NS]
+    driftline drift REFERENCE CURRENT [--json] [options]
+    driftline report (REFERENCE CURRENT | --monitor NAME [-n NS]) -o report.html
+    driftline status [-n NS | -A] [MONITOR] [--watch]   (also: kubectl driftline status)
+    driftline rules MONITOR.yaml [--namespace NS]
+    driftline explain --model URL --config SIDECAR.yaml --profile PROFILE (--request-id ID | --row JSON)
     driftline demo [args...]
 
 User errors print one line to stderr and exit with status 2, never a traceback.
@@ -20,7 +25,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from driftline_operator.cli.profiles import ProfileError, ProfileOptions, build_profile_from_file
+from driftline_operator.cli.errors import UsageError
+from driftline_operator.cli.options import add_profile_options
 from driftline_sidecar.contract.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 
 USAGE_ERROR = 2
@@ -28,16 +34,40 @@ CONFIGMAP_LIMIT_BYTES = 1_048_576  # Kubernetes refuses larger ConfigMaps
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 
+# Each command's module, imported only when that command runs: between them
+# they import scipy, pandas, kubernetes, jinja2, rich and shap, seconds that
+# `driftline --help` or `kubectl driftline status` should not wait for.
+COMMANDS = {
+    "drift": (
+        "driftline_operator.cli.drift",
+        "judge drift between a reference and current data; exit 1 on dataset drift",
+    ),
+    "report": ("driftline_operator.cli.report", "write a self-contained HTML drift report"),
+    "status": (
+        "driftline_operator.cli.status",
+        "monitors and rollouts at a glance (also: kubectl driftline status)",
+    ),
+    "rules": (
+        "driftline_operator.cli.rules",
+        "print a ModelMonitor's SLO, drift and data-quality alerts as a rule file",
+    ),
+    "feedback": (
+        "driftline_operator.cli.feedback",
+        "send ground-truth labels (CSV or JSON Lines) to a model's sidecars",
+    ),
+    "explain": (
+        "driftline_operator.cli.explain",
+        "explain one prediction with SHAP against the model itself",
+    ),
+}
 
-class CliError(Exception):
+
+class CliError(UsageError):
     """A user error: printed as one line, exit status 2."""
 
 
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def _parser() -> argparse.ArgumentParser:
+def _parser(chosen: str | None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of the `chosen` command only."""
     parser = argparse.ArgumentParser(prog="driftline", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -47,16 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     build = actions.add_parser("build", help="build a profile from training data")
     build.add_argument("data", help="training data: .csv, .parquet or .jsonl")
     build.add_argument("-o", "--output", required=True, help="where to write profile.json")
-    build.add_argument("--features", type=_names, help="feature columns, comma-separated")
-    build.add_argument(
-        "--categorical", type=_names, default=[], help="columns to treat as categories"
-    )
-    build.add_argument("--numeric", type=_names, default=[], help="columns to treat as numbers")
-    build.add_argument("--target", help="the label column (not a feature)")
-    build.add_argument("--prediction", help="the prediction or score column (profiled apart)")
-    build.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature")
-    build.add_argument("--max-categories", type=int, default=20, help="categories kept per feature")
+    add_profile_options(build, "profiling")
     build.add_argument("--sample-size", type=int, default=1000, help="rows kept as a raw sample")
+    build.add_argument(
+        "--background-size", type=int, default=10, help="rows kept as the SHAP background"
+    )
     build.add_argument("--seed", type=int, default=0, help="seed of the sample")
     build.set_defaults(handler=_build)
 
@@ -73,22 +98,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     configmap.set_defaults(handler=_configmap)
 
+    for name, (module, summary) in COMMANDS.items():
+        command = commands.add_parser(name, help=summary)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(command)
+
     # Listed for --help only: main() hands "demo ..." to the demo's own parser.
     commands.add_parser("demo", help="run the local demo (model, sidecar, traffic)", add_help=False)
     return parser
 
 
 def _build(args: argparse.Namespace) -> int:
-    options = ProfileOptions(
-        features=args.features,
-        categorical=args.categorical,
-        numeric=args.numeric,
-        target=args.target,
-        prediction=args.prediction,
-        bins=args.bins,
-        max_categories=args.max_categories,
-        sample_size=args.sample_size,
-        seed=args.seed,
+    from driftline_operator.cli.drift import profile_options  # pandas
+    from driftline_operator.cli.profiles import build_profile_from_file
+
+    options = profile_options(
+        args, sample_size=args.sample_size, background_size=args.background_size, seed=args.seed
     )
     profile = build_profile_from_file(args.data, options)
     try:
@@ -189,14 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["demo"]:
         return _demo(arguments[1:])
-    parser = _parser()
+    parser = _parser(next((a for a in arguments if not a.startswith("-")), None))
     try:
         args = parser.parse_args(arguments)
     except SystemExit as exit_:  # --help, or a usage error argparse already printed
         return exit_.code if isinstance(exit_.code, int) else USAGE_ERROR
     try:
         return int(args.handler(args))
-    except (CliError, ProfileError) as error:
+    except UsageError as error:
         print(f"driftline: error: {error}", file=sys.stderr)
         return USAGE_ERROR
 

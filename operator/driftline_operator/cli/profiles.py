@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +26,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from driftline_operator.cli.errors import UsageError
 from driftline_sidecar.contract.profile import (
+    SCORE_BOUNDS,
+    BinnedBatch,
+    Calibration,
     CategoricalProfile,
+    ClassCalibration,
     NumericProfile,
     ReferenceProfile,
     SourceInfo,
@@ -47,7 +52,7 @@ READERS = {
 Kind = Literal["numeric", "categorical"]
 
 
-class ProfileError(ValueError):
+class ProfileError(UsageError, ValueError):
     """Training data the profile cannot be built from; the message says why."""
 
 
@@ -58,9 +63,12 @@ class ProfileOptions:
     numeric: Sequence[str] = ()
     target: str | None = None
     prediction: str | None = None
+    # A multiclass model's score per class: class -> the column of its probability.
+    class_scores: Mapping[str, str] = field(default_factory=dict)
     bins: int = 10
     max_categories: int = 20
     sample_size: int = 1000
+    background_size: int = 10  # SHAP background rows: explanation cost grows with it
     seed: int = 0
     declared: dict[str, Kind] = field(init=False, default_factory=dict)
 
@@ -69,6 +77,10 @@ class ProfileOptions:
             raise ProfileError(f"--bins must be at least 2, got {self.bins}")
         if self.max_categories < 1:
             raise ProfileError(f"--max-categories must be at least 1, got {self.max_categories}")
+        if self.background_size < 0:
+            raise ProfileError(
+                f"--background-size must not be negative, got {self.background_size}"
+            )
         if self.sample_size < 0:
             raise ProfileError(f"--sample-size must not be negative, got {self.sample_size}")
         both = sorted(set(self.categorical) & set(self.numeric))
@@ -124,13 +136,15 @@ def build_profile(
         raise ProfileError(f"{source.path}: the data has no rows")
     columns = [str(c) for c in frame.columns]
     frame = frame.set_axis(columns, axis=1)
+    scores = list(options.class_scores.values())
     named = [options.target, options.prediction, *options.declared, *(options.features or ())]
-    for name in named:
+    for name in [*named, *scores]:
         if name is not None and name not in columns:
             raise ProfileError(
                 f"column {name!r} is not in {source.path}; its columns are {', '.join(columns)}"
             )
-    features = list(options.features or (c for c in columns if c not in named[:2]))
+    apart = [*named[:2], *scores]  # not features unless named as such
+    features = list(options.features or (c for c in columns if c not in apart))
     if not features:
         raise ProfileError(f"{source.path}: no feature columns left to profile")
     profiles = {name: profile_column(frame[name], name=name, options=options) for name in features}
@@ -147,7 +161,94 @@ def build_profile(
         prediction=prediction,
         prediction_column=options.prediction,
         target_column=options.target,
+        calibration=reference_calibration(frame, options),
         sample=sample_rows(frame[sampled], size=options.sample_size, seed=options.seed),
+        background=sample_rows(
+            frame[features].dropna(), size=options.background_size, seed=options.seed + 1
+        ),
+    )
+
+
+def reference_calibration(
+    frame: pd.DataFrame, options: ProfileOptions
+) -> Calibration | ClassCalibration | None:
+    if options.target is None:
+        return None
+    if options.class_scores:
+        found = class_calibration(
+            frame[options.target], frame[list(options.class_scores.values())], options.class_scores
+        )
+        if found is None:
+            raise ProfileError(
+                f"--class-scores: columns {', '.join(options.class_scores.values())} need "
+                f"probabilities in [0, 1] of 3 or more classes that --target {options.target} holds"
+            )
+        return found
+    if options.prediction is not None:
+        return calibration(frame[options.target], frame[options.prediction])
+    return None
+
+
+def class_calibration(
+    target: pd.Series, scores: pd.DataFrame, columns: Mapping[str, str]
+) -> ClassCalibration | None:
+    """Each class's score calibrated one-vs-rest on the labelled reference
+    (``ClassCalibration``): per bucket of the class's score, the share of rows
+    labelled that class. None unless there are 3+ classes of probabilities."""
+    if len(columns) < 3:
+        return None
+    numbers = scores.apply(pd.to_numeric, errors="coerce")
+    rows = pd.concat([target.rename("__y__"), numbers], axis=1).dropna()
+    if (
+        rows.empty
+        or not ((numbers.loc[rows.index] >= 0) & (numbers.loc[rows.index] <= 1)).all().all()
+    ):
+        return None
+    label = rows["__y__"].astype(str).to_numpy()
+    bounds = np.asarray(SCORE_BOUNDS)
+    counts: dict[str, list[int]] = {}
+    rates: dict[str, list[float | None]] = {}
+    for name, column in columns.items():
+        bucket = np.searchsorted(bounds, rows[column].to_numpy(), side="left")
+        n = np.bincount(bucket, minlength=bounds.size + 1)
+        hits = np.bincount(bucket, weights=label == str(name), minlength=bounds.size + 1)
+        counts[str(name)] = n.tolist()
+        rates[str(name)] = [float(h / k) if k else None for h, k in zip(hits, n, strict=True)]
+    return ClassCalibration(bounds=list(SCORE_BOUNDS), rows=counts, positive_rate=rates)
+
+
+def calibration(
+    target: pd.Series, score: pd.Series, *, threshold: float = 0.5, positive: object = None
+) -> Calibration | None:
+    """The calibration map of a binary classifier's labelled reference scores
+    (``Calibration``), or None when the target has not two classes or the
+    scores are not probabilities. The positive class (the one the score is
+    the probability of) is ``positive``; by default 1 (or True) for 0/1
+    labels, else the class whose rows score higher on average."""
+    rows = pd.DataFrame({"y": target, "s": pd.to_numeric(score, errors="coerce")}).dropna()
+    classes = rows["y"].unique()
+    if len(classes) != 2 or rows.empty or not rows["s"].between(0.0, 1.0).all():
+        return None
+    if positive is None:
+        numeric = {float(c) for c in classes if isinstance(c, int | float | np.number)}
+        if numeric == {0.0, 1.0}:
+            positive = next(c for c in classes if float(c) == 1.0)
+        else:
+            positive = rows.groupby("y")["s"].mean().idxmax()
+    bounds = np.asarray(SCORE_BOUNDS)
+    bucket = np.searchsorted(bounds, rows["s"].to_numpy(), side="left")  # le: upper bound included
+    is_positive = (rows["y"] == positive).to_numpy()
+    right = is_positive == (rows["s"].to_numpy() >= threshold)
+    n = np.bincount(bucket, minlength=bounds.size + 1)
+    correct = np.bincount(bucket, weights=right, minlength=bounds.size + 1)
+    positives = np.bincount(bucket, weights=is_positive, minlength=bounds.size + 1)
+    return Calibration(
+        positive_class=str(positive),
+        threshold=threshold,
+        bounds=list(SCORE_BOUNDS),
+        rows=n.tolist(),
+        accuracy=[float(c / k) if k else None for c, k in zip(correct, n, strict=True)],
+        positive_rate=[float(p / k) if k else None for p, k in zip(positives, n, strict=True)],
     )
 
 
@@ -185,19 +286,24 @@ def infer_kind(present: pd.Series, *, name: str, options: ProfileOptions) -> Kin
 
 def _refuse_mixed_types(present: pd.Series, *, name: str) -> None:
     """Numbers and text in one column: JSON with both, or a CSV column of
-    numbers with stray words in it (often a missing-value marker)."""
-    others = [v for v in present if not isinstance(v, str)]
-    if others and len(others) < len(present):
-        kinds = {type(v).__name__ for v in others}
-        text = next(v for v in present if isinstance(v, str))
-        raise ProfileError(
-            f"column {name!r}: mixed types ({', '.join(sorted(kinds))} and text such as "
-            f"{text!r}); make it one type, or declare it with --categorical"
-        )
-    numbers = pd.to_numeric(present, errors="coerce")
-    parsed = int(numbers.notna().sum())
+    numbers with stray words in it (often a missing-value marker).
+
+    Checked on the distinct values, weighted by their counts: a column of a
+    million rows holds a few dozen categories."""
+    if pd.api.types.infer_dtype(present, skipna=True) != "string":  # not all text
+        others = [v for v in present if not isinstance(v, str)]
+        if others and len(others) < len(present):
+            kinds = {type(v).__name__ for v in others}
+            text = next(v for v in present if isinstance(v, str))
+            raise ProfileError(
+                f"column {name!r}: mixed types ({', '.join(sorted(kinds))} and text such as "
+                f"{text!r}); make it one type, or declare it with --categorical"
+            )
+    frequencies = present.value_counts(sort=False)
+    numbers = pd.to_numeric(frequencies.index.to_series(), errors="coerce")
+    parsed = int(frequencies[numbers.notna().to_numpy()].sum())
     if 0.5 * len(present) <= parsed < len(present):
-        text = present[numbers.isna()].iloc[0]
+        text = frequencies.index[numbers.isna().to_numpy()][0]
         raise ProfileError(
             f"column {name!r}: mixed types ({parsed} of {len(present)} values are numbers, "
             f"others are text such as {text!r}); fix or blank those values, "
@@ -263,22 +369,46 @@ def numeric_edges(
 
 
 def profile_categorical(series: pd.Series, *, name: str, max_categories: int) -> CategoricalProfile:
-    present = series.dropna().map(category_label)
-    if present.nunique() == 1:
+    frequencies, missing = category_frequencies(series)
+    if len(frequencies) == 1:
         raise ProfileError(
-            f"column {name!r} is constant ({present.iloc[0]!r} in every row): it cannot "
+            f"column {name!r} is constant ({next(iter(frequencies))!r} in every row): it cannot "
             "drift in any measurable way; leave it out with --features"
         )
     # Most frequent first; ties broken by label so the profile is reproducible.
-    frequencies = present.value_counts()
     order = sorted(frequencies.items(), key=lambda item: (-item[1], item[0]))
-    categories = [str(label) for label, _ in order[:max_categories]]  # labels: already str
-    counts = np.asarray(bin_categorical(present.tolist(), categories).counts)
+    categories = [label for label, _ in order[:max_categories]]
+    counts = np.asarray(bin_frequencies(frequencies, categories).counts)
     return CategoricalProfile(
         categories=categories,
         expected=(counts / counts.sum()).tolist(),
-        missing_rate=1.0 - len(present) / len(series),
+        missing_rate=missing / len(series),
     )
+
+
+def category_frequencies(series: pd.Series) -> tuple[dict[str, int], int]:
+    """How often each category label occurs, and how many values are missing.
+    Each distinct value is labelled once, not each row: a column of a million
+    rows holds a few dozen categories."""
+    codes, distinct = pd.factorize(series, use_na_sentinel=True)
+    per_value = np.bincount(codes[codes >= 0], minlength=len(distinct))
+    frequencies: dict[str, int] = {}
+    for value, count in zip(list(distinct), per_value.tolist(), strict=True):
+        label = category_label(value)
+        frequencies[label] = frequencies.get(label, 0) + count
+    return frequencies, len(series) - int(per_value.sum())
+
+
+def bin_frequencies(frequencies: Mapping[str, int], categories: Sequence[str]) -> BinnedBatch:
+    """``bin_categorical`` of values given as label counts: the sidecar's rule,
+    applied once per distinct label."""
+    counts = np.zeros(len(categories) + 1, dtype=np.int64)
+    missing = 0
+    for label, count in frequencies.items():
+        one = bin_categorical([label], categories)
+        counts += count * np.asarray(one.counts, dtype=np.int64)
+        missing += count * one.missing
+    return BinnedBatch(counts=counts.tolist(), missing=missing, out_of_range=int(counts[-1]))
 
 
 def category_label(value: Any) -> str:
@@ -295,7 +425,17 @@ def category_label(value: Any) -> str:
 def sample_rows(frame: pd.DataFrame, *, size: int, seed: int) -> dict[str, list[Any]]:
     """A seeded random sample of rows, column-wise, as JSON values (NaN -> null)."""
     rows = frame.sample(n=min(size, len(frame)), random_state=seed) if size else frame.iloc[:0]
-    return {column: [_json_value(v) for v in rows[column].tolist()] for column in rows.columns}
+    return {column: _json_values(rows[column]) for column in rows.columns}
+
+
+def _json_values(column: pd.Series) -> list[Any]:
+    if pd.api.types.is_float_dtype(column.dtype):  # the common case, at numpy speed
+        values = column.to_numpy(dtype=np.float64)
+        shown = values.astype(object)
+        shown[~np.isfinite(values)] = None
+        listed: list[Any] = shown.tolist()
+        return listed
+    return [_json_value(v) for v in column.tolist()]
 
 
 def _json_value(value: Any) -> Any:

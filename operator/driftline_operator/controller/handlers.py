@@ -18,6 +18,7 @@ not running.
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,12 +32,16 @@ from pydantic import ValidationError
 from driftline_operator import kube
 from driftline_operator.api.names import CONFIG_KEY, GROUP, PLURAL, VERSION, config_map_name
 from driftline_operator.api.spec import ModelMonitorSpec, spec_from
-from driftline_operator.api.status import INVALID_SPEC, is_ready
-from driftline_operator.controller import manifests, reference, status, tokens
+from driftline_operator.api.status import INVALID_SPEC, is_ready, upsert_condition
+from driftline_operator.controller import alert_rules, manifests, reference, status, tokens
 from driftline_operator.controller.loop import AnalysisLoop
 from driftline_operator.controller.settings import OperatorConfig
 from driftline_operator.controller.tls import write_self_signed
+from driftline_operator.explain.remote import RemoteRunner
+from driftline_operator.explain.worker import LazyPool
 from driftline_operator.rollout import workloads
+from driftline_operator.rollout.notices import routes_condition
+from driftline_operator.rollout.notifier import Notifier
 from driftline_operator.rollout.routers import RouterError, RouteTarget
 from driftline_operator.rollout.routers.factory import router_for
 from driftline_operator.webhook import admission, inject
@@ -119,10 +124,36 @@ def configure_serving(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any
 def configure_acting(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.api = kube.connect()
     memo.admin_key = tokens.operator_key(memo.config.keyfile)
+    # Shared by every monitor's memo (kopf copies the memo per object, shallowly).
+    explainer_url = memo.config.explainer_url
+    memo.explanation_pool = LazyPool(
+        processes=memo.config.explainer_processes,
+        operator_per_minute=memo.config.explanations_per_minute,
+        # The chart's explainer Deployment, when there is one; else local processes.
+        runner=(lambda: RemoteRunner(explainer_url)) if explainer_url else None,
+    )
+    # One for all monitors: a receiver's queue keeps its notices in order.
+    memo.notifier = Notifier(
+        memo.config.receivers,
+        logger=logging.getLogger("driftline_operator.notifications"),
+        pagerduty_url=memo.config.pagerduty_url,
+    )
     # Keep kopf's bookkeeping in annotations: the CRD's status schema is structural.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.persistence.finalizer = f"{GROUP}/finalizer"
+
+
+@kopf.on.cleanup(registry=ACTING)
+async def stop_explaining(memo: kopf.Memo, **_: Any) -> None:
+    if "explanation_pool" in memo:
+        await asyncio.to_thread(memo.explanation_pool.close)
+
+
+@kopf.on.cleanup(registry=ACTING)
+async def stop_notifying(memo: kopf.Memo, **_: Any) -> None:
+    if "notifier" in memo:
+        await memo.notifier.close()
 
 
 # -- ModelMonitor: configuration ------------------------------------------------
@@ -166,9 +197,18 @@ def reconcile(
     kube.apply(memo.api, kube.CONFIGMAPS, manifest)
     pods = kube.list_objects(memo.api, kube.PODS, namespace, selector=spec.selector)
     counts = status.pod_counts(pods, spec.selector)
-    patch.status.update(
-        status.ready(raw, config_map=manifest["metadata"]["name"], pods=counts, now=now)
+    ready = status.ready(raw, config_map=manifest["metadata"]["name"], pods=counts, now=now)
+    rules = alert_rules.apply_alert_rules(
+        memo.api, name, namespace, spec, owner=raw, labels=memo.config.prometheus_rule_labels
     )
+    ready["conditions"] = upsert_condition(ready["conditions"], rules, now=now)
+    routed = routes_condition(spec.notifications, memo.notifier.receivers)
+    ready["conditions"] = upsert_condition(ready["conditions"], routed, now=now)
+    patch.status.update(ready)
+    if routed.status == "False":
+        _warn(
+            body, reason=routed.reason, message=f"ModelMonitor {namespace}/{name}: {routed.message}"
+        )
     if counts.not_injected:
         _warn(body, reason="PodsNotInjected", message=status.describe_pods(counts))
     if routing_problem is not None:
@@ -321,6 +361,8 @@ async def analysis(
         admin_token=tokens.admin_token(
             memo.admin_key, namespace=namespace, name=name, uid=_uid(body)
         ),
+        explanation_pool=memo.explanation_pool,
+        notifier=memo.notifier,
     )
     try:
         while not stopped:
@@ -333,7 +375,7 @@ async def analysis(
                 async with _acting(memo):
                     if stopped:  # deleted while waiting: `cleanup` has finalized it
                         break
-                    await _analyse_once(loop, spec=spec, body=body, logger=logger)
+                    await _analyse_once(loop, spec=spec, body=body, logger=logger, stopped=stopped)
             await stopped.wait(spec.analysis.interval.seconds)
     finally:
         await loop.close()
@@ -350,7 +392,12 @@ def _acting(memo: kopf.Memo) -> asyncio.Lock:
 
 
 async def _analyse_once(
-    loop: AnalysisLoop, *, spec: ModelMonitorSpec, body: kopf.Body, logger: kopf.Logger
+    loop: AnalysisLoop,
+    *,
+    spec: ModelMonitorSpec,
+    body: kopf.Body,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
 ) -> None:
     """One tick; a failure is logged and the next tick tries again with the
     loop's state intact (a daemon restart would forget the previous collection)."""
@@ -359,8 +406,20 @@ async def _analyse_once(
     except Exception:
         logger.exception("Analysis failed; retrying at the next interval.")
         return
+    if _deleted(stopped, body):
+        # Deleted during the tick: its Events tell no one anything, and in a
+        # namespace being deleted the API server refuses them (403). An
+        # operator that is only exiting still posts them.
+        return
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _deleted(stopped: kopf.DaemonStopped, body: kopf.Body) -> bool:
+    reason = stopped.reason or kopf.DaemonStoppingReason.NONE
+    return bool(
+        reason & kopf.DaemonStoppingReason.RESOURCE_DELETED or body.metadata.get("deletionTimestamp")
+    )
 
 
 # -- Pods: the admission webhook ---------------------------------------------------

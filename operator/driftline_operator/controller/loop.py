@@ -10,53 +10,30 @@ daemon in `handlers` owns the timing and posts the returned Events through kopf.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient
 
 from driftline_operator import faults, kube
+from driftline_operator.analysis.data_quality import categorical_features
+from driftline_operator.analysis.explanations import MonitorExplanations
 from driftline_operator.analysis.runner import AnalysisOutcome, MonitorRunner
 from driftline_operator.api.events import Event
 from driftline_operator.api.names import (
-    CONTROL_ANNOTATION,
-    ROLE_LABEL,  # canary / shadow pods carry it
+    CONTROL_ANNOTATION,  # canary / shadow pods carry it
 )
-from driftline_operator.api.selectors import selects
 from driftline_operator.api.spec import ModelMonitorSpec
 from driftline_operator.api.status import PodCounts, upsert_condition
 from driftline_operator.controller import status
 from driftline_operator.controller.reference import ReferenceProblem, load_reference
+from driftline_operator.explain.worker import ExplanationPool
 from driftline_operator.rollout.loop import RolloutLoop, RolloutOutcome
+from driftline_operator.rollout.notices import verdict_notices
+from driftline_operator.rollout.notifier import Notifier
 from driftline_operator.rollout.workloads import Deployments
-from driftline_operator.sources import PodTarget
-from driftline_operator.webhook.inject import is_injected
+from driftline_operator.webhook.inject import pod_targets
 from driftline_sidecar.contract.profile import ReferenceProfile
-
-
-def pod_targets(pods: Iterable[Mapping[str, Any]], spec: ModelMonitorSpec) -> list[PodTarget]:
-    """The pods whose sidecar can be asked for a snapshot: selected, injected,
-    running and with an IP. Others are counted in status, not collected."""
-    targets: list[PodTarget] = []
-    for pod in pods:
-        metadata = pod.get("metadata") or {}
-        labels = metadata.get("labels") or {}
-        pod_status = pod.get("status") or {}
-        if metadata.get("deletionTimestamp") or pod_status.get("phase") != "Running":
-            continue
-        if not pod_status.get("podIP") or not selects(spec.selector, labels):
-            continue
-        if not is_injected(dict(pod)):
-            continue
-        targets.append(
-            PodTarget(
-                name=metadata.get("name", ""),
-                ip=pod_status["podIP"],
-                admin_port=spec.sidecar.admin_port,
-                role=labels.get(ROLE_LABEL, "stable"),
-            )
-        )
-    return sorted(targets, key=lambda t: t.name)
 
 
 def status_patch(
@@ -97,12 +74,22 @@ class AnalysisLoop:
         previous_status: Mapping[str, Any] | None,
         logger: logging.Logger | logging.LoggerAdapter[Any],
         admin_token: str | None = None,
+        explanation_pool: Callable[[], ExplanationPool] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self._api = api
+        self._notifier = notifier
         self._namespace = namespace
         self._name = name
         self._logger = logger
-        self._runner = MonitorRunner(namespace, name, previous_status=previous_status)
+        explanations = None
+        if explanation_pool is not None:
+            explanations = MonitorExplanations(
+                f"{namespace}/{name}", pool=explanation_pool, admin_token=admin_token
+            )
+        self._runner = MonitorRunner(
+            namespace, name, previous_status=previous_status, explanations=explanations
+        )
         self._version: str | None = None  # the monitor's resourceVersion this tick writes over
         self._rollout = RolloutLoop(
             workloads=Deployments(api, namespace),
@@ -130,7 +117,13 @@ class AnalysisLoop:
             spec=spec, pods=pod_targets(pods, spec), profile=profile, profile_sha=sha
         )
         rollout = await self._rollout.tick(
-            spec=spec, monitor=monitor, pods=pods, windows=outcome.windows
+            spec=spec,
+            monitor=monitor,
+            pods=pods,
+            windows=outcome.windows,
+            categorical=categorical_features(spec, profile),
+            attributions=outcome.attributions,
+            calibration=profile.calibration if profile is not None else None,
         )
         current = (monitor.get("status") or {}).get("conditions") or []
         patch = status_patch(
@@ -155,6 +148,12 @@ class AnalysisLoop:
             # A one-shot control that has been acted on.
             removal = {"metadata": {"annotations": {CONTROL_ANNOTATION: None}}}
             await kube.apatch(self._api, kube.MONITORS, self._namespace, self._name, removal)
+        if self._notifier is not None and spec.notifications:
+            # Queued, not awaited: a receiver's timeouts never hold the tick.
+            verdicts = verdict_notices(
+                outcome.events, namespace=self._namespace, monitor=self._name, status=patch
+            )
+            self._notifier.send(spec.notifications, [*rollout.notices, *verdicts])
         return events + outcome.events + rollout.events
 
     async def _record(self, fields: Mapping[str, Any]) -> None:

@@ -42,9 +42,11 @@ from driftline_operator.controller.tokens import token_sha256
 from driftline_operator.webhook.sidecar import reference_profile_path
 from driftline_sidecar.contract.config import (
     FeatureConfig,
+    FeedbackConfig,
     ModelConfig,
     PredictionConfig,
     PredictionLogConfig,
+    ReservoirConfig,
     RoutingConfig,
     SidecarConfig,
     TracingConfig,
@@ -89,6 +91,35 @@ def sidecar_config(
             sample_ratio=spec.sidecar.prediction_log_sample_ratio,
         ),
         routing=routing or RoutingConfig(),
+        feedback=_feedback(spec),
+        reservoir=_reservoir(spec),
+    )
+
+
+def _reservoir(spec: ModelMonitorSpec) -> ReservoirConfig:
+    explain = spec.explain
+    # Only the explanations read the reservoir: without them it would sample for nobody.
+    return ReservoirConfig(
+        enabled=explain.enabled,
+        size=explain.reservoir_size,
+        window_seconds=explain.reservoir_window.seconds,
+    )
+
+
+def _feedback(spec: ModelMonitorSpec) -> FeedbackConfig:
+    quality = spec.quality
+    if quality is None:
+        return FeedbackConfig()
+    return FeedbackConfig(
+        enabled=True,
+        classes=quality.classes,
+        positive_class=quality.positive_class,
+        segment=quality.segment,
+        score_bins=quality.score_bins,
+        max_pending=quality.max_pending,
+        ttl_seconds=quality.label_ttl.seconds,
+        max_batch=quality.max_batch,
+        token_sha256=quality.feedback_token_sha256,
     )
 
 

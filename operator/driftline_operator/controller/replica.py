@@ -166,8 +166,10 @@ async def run(config: OperatorConfig, *, scope: Scope, liveness: str, dev: bool)
         scope=scope,
         liveness=liveness,
     )
+    # A shard acts in its own namespaces (if it names them), and serves all.
+    acting_scope = Scope(namespaces=config.shard_namespaces) if config.shard_namespaces else scope
     acting = KopfThread(
-        "acting", registry=handlers.ACTING, memo=kopf.Memo(config=config), scope=scope
+        "acting", registry=handlers.ACTING, memo=kopf.Memo(config=config), scope=acting_scope
     )
     elector = elector_for(config)
     serving.start()

@@ -10,7 +10,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from driftline_operator.rollout.notifications import (
+    PAGERDUTY_EVENTS_URL,
+    Receiver,
+    ReceiverError,
+    parse_receivers,
+)
 
 DEFAULT_SIDECAR_IMAGE = "ghcr.io/driftline/sidecar:0.1.0"
 
@@ -29,6 +36,14 @@ ENVIRONMENT = {
     "lease_renew_deadline_seconds": "DRIFTLINE_LEASE_RENEW_DEADLINE_SECONDS",
     "lease_retry_period_seconds": "DRIFTLINE_LEASE_RETRY_PERIOD_SECONDS",
     "shutdown_drain_seconds": "DRIFTLINE_SHUTDOWN_DRAIN_SECONDS",
+    "shard_namespaces": "DRIFTLINE_SHARD_NAMESPACES",
+    "prometheus_rule_labels": "DRIFTLINE_PROMETHEUS_RULE_LABELS",
+    "explanations_per_minute": "DRIFTLINE_EXPLANATIONS_PER_MINUTE",
+    "explainer_processes": "DRIFTLINE_EXPLAINER_PROCESSES",
+    "explainer_url": "DRIFTLINE_EXPLAINER_URL",
+    "notification_receivers": "DRIFTLINE_NOTIFICATION_RECEIVERS",
+    "notification_dir": "DRIFTLINE_NOTIFICATION_DIR",
+    "pagerduty_url": "DRIFTLINE_PAGERDUTY_URL",
 }
 
 
@@ -105,6 +120,90 @@ class OperatorConfig(BaseModel):
         ),
     )
 
+    # Sharding: several operator Deployments, each with its own Lease, each
+    # acting on the ModelMonitors of its own namespaces; every replica of every
+    # shard still serves the webhook for all of them. By namespace, not by
+    # label: kopf then never sees another shard's monitors, so it never takes
+    # their finalizer off (a label filter is applied after kopf has seen them).
+    shard_namespaces: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Act only on ModelMonitors in these namespaces (comma-separated, globs as kopf "
+            "allows). Empty: every namespace the operator serves."
+        ),
+    )
+
+    prometheus_rule_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Labels for each monitor's PrometheusRule, as key=value,key=value: what the "
+            "Prometheus' ruleSelector asks for (kube-prometheus-stack: release=<its release>)."
+        ),
+    )
+
+    # The hard cap over every monitor's spec.explain.explanationsPerMinute:
+    # shap is CPU-bound, and the operator's pod has a CPU limit.
+    explanations_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description="Explanations per minute for all ModelMonitors together (0: none).",
+    )
+    explainer_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Worker processes explanations run in (started when a monitor asks).",
+    )
+    explainer_url: str | None = Field(
+        default=None,
+        pattern=r"^http://[^/\s]+/?$",
+        description=(
+            "The explainer Deployment's Service (http://host:port): explanations run there, "
+            "not in this process's workers; the budgets above still hold."
+        ),
+    )
+
+    # Notification receivers (chart value notifications.receivers): their
+    # URLs and routing keys are mounted Secret files, never read through the API.
+    notification_receivers: str = Field(
+        default="",
+        description=(
+            "Receivers as name=type,name=type (type: slack, teams, pagerduty, webhook); "
+            "each one's URL or routing key is the file notification_dir/name."
+        ),
+    )
+    notification_dir: Path = Field(
+        default=Path("/etc/driftline/receivers"),
+        description="Directory of the receivers' mounted Secret keys, one file per receiver.",
+    )
+    pagerduty_url: str = Field(
+        default=PAGERDUTY_EVENTS_URL,
+        min_length=1,
+        description="PagerDuty's Events API v2 endpoint (EU accounts: events.eu.pagerduty.com).",
+    )
+
+    @field_validator("prometheus_rule_labels", mode="before")
+    @classmethod
+    def _key_value_pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = [part.strip() for part in value.split(",") if part.strip()]
+        bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0].strip()]
+        if bad:
+            raise ValueError(f"expected key=value,key=value, got {', '.join(bad)}")
+        return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
+
+    @field_validator("shard_namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def receivers(self) -> dict[str, Receiver]:
+        return parse_receivers(self.notification_receivers, self.notification_dir)
+
     @property
     def certfile(self) -> Path | None:
         return None if self.webhook_cert_dir is None else self.webhook_cert_dir / "tls.crt"
@@ -132,6 +231,7 @@ class OperatorConfig(BaseModel):
             raise SettingsError(f"invalid operator settings: {problems}") from None
         if config.lease_name is not None:
             _check_lease(config)
+        _check_receivers(config)
         if config.webhook_cert_dir is not None:
             missing = [p for p in (config.certfile, config.keyfile) if p and not p.is_file()]
             if missing:
@@ -141,6 +241,25 @@ class OperatorConfig(BaseModel):
                     "(mount the webhook's TLS Secret there, or unset it for a self-signed one)"
                 )
         return config
+
+
+def _check_receivers(config: OperatorConfig) -> None:
+    """Each declared receiver parses and has its mounted file: a missing
+    Secret key fails at start-up, not at the first notification."""
+    names = ENVIRONMENT
+    try:
+        receivers = config.receivers
+    except ReceiverError as error:
+        raise SettingsError(
+            f"{names['notification_receivers']}={config.notification_receivers!r}: {error}"
+        ) from None
+    missing = sorted(r.name for r in receivers.values() if not r.path.is_file())
+    if missing:
+        raise SettingsError(
+            f"{names['notification_dir']}={str(config.notification_dir)!r}: no file for "
+            f"receiver {', '.join(missing)} (mount each receiver's Secret key there, "
+            "named after the receiver)"
+        )
 
 
 def _check_lease(config: OperatorConfig) -> None:

@@ -15,22 +15,42 @@ small canary does not roll it back.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from scipy import stats
 
+from driftline_operator.analysis.data_quality import data_quality
+from driftline_operator.analysis.quality import estimate
+from driftline_operator.analysis.quality import figures as quality_figures
 from driftline_operator.analysis.signals import (
     MIN_REQUESTS,
     error_count,
     histogram_quantile,
     request_count,
 )
-from driftline_operator.api.spec import Comparison, Slo
+from driftline_operator.analysis.slo import quality_value
+from driftline_operator.api.spec import (
+    DATA_QUALITY_METRICS,
+    QUALITY_AT_LEAST,
+    QUALITY_AT_MOST,
+    Comparison,
+    Quality,
+    Slo,
+)
 from driftline_operator.stats import jensen_shannon
-from driftline_sidecar.contract.snapshot import Histogram, ShadowCounts, Snapshot
+from driftline_operator.stats.attribution import PairedAttributions, top
+from driftline_operator.stats.quality import total
+from driftline_sidecar.contract.profile import Calibration, ClassCalibration
+from driftline_sidecar.contract.snapshot import (
+    Histogram,
+    LayoutMismatch,
+    ShadowCounts,
+    Snapshot,
+    merge,
+)
 
 Verdict = Literal["ok", "fail", "insufficient_data"]
 
@@ -41,7 +61,7 @@ ALPHA = 0.05  # significance level of every one-sided test here
 class Check:
     """One judged quantity, with every number that went into the verdict."""
 
-    name: str  # errorRate, latency, scoreDrift, or slo/<name>
+    name: str  # errorRate, latency, scoreDrift, accuracy, attributions, or slo/<name>
     verdict: Verdict
     message: str
     stable: float | None = None
@@ -183,11 +203,29 @@ def _score_check(stable: Snapshot, candidate: Snapshot, limit: float, minimum: i
     )
 
 
-def judge_slos(window: Snapshot, slos: Sequence[Slo]) -> tuple[Check, ...]:
+def judge_slos(
+    window: Snapshot,
+    slos: Sequence[Slo],
+    *,
+    categorical: Collection[str] = (),
+    min_records: int = MIN_REQUESTS,
+    quality: Quality | None = None,
+    labelled: Snapshot | None = None,
+    calibration: Calibration | ClassCalibration | None = None,
+) -> tuple[Check, ...]:
     """The SLOs a candidate must meet on its own, judged on its window.
 
-    Latency and error SLOs only: drift SLOs need the reference profile and
-    are the monitor's judgement, not the rollout's. Unlike the monitor's
+    Quality SLOs are judged on ``labelled`` when given (the candidate's
+    windows summed since its rollout began: labels come late and few per
+    interval), else on the window; estimatedAccuracy needs ``calibration``
+    (the profile's) and holds the canary ("insufficient data") until it is
+    over enough scored predictions.
+
+    Latency, error and data-quality SLOs: drift SLOs need the reference
+    profile and are the monitor's judgement, not the rollout's. A
+    data-quality rate breaches, as an error rate does, only when it is
+    significantly above its bound (``categorical`` names the features whose
+    out-of-range values are unseen categories). Unlike the monitor's
     burn-rate verdicts (`slo.judge_slo`, which look at a short and a long
     window), a canary step has one window, so an error SLO breaches when the
     error rate is significantly above the budget in it.
@@ -217,7 +255,166 @@ def judge_slos(window: Snapshot, slos: Sequence[Slo]) -> tuple[Check, ...]:
             verdict = "fail" if errors / n > budget and p < ALPHA else "ok"
             message = f"error rate {errors / n:.2%} ({errors}/{n}); budget {budget:.2%}, p={p:.3g}"
             checks.append(Check(name, verdict, message, None, errors / n, budget, p))
+        elif slo.metric in DATA_QUALITY_METRICS:
+            checks.append(_data_quality_check(name, window, slo, categorical, min_records))
+        elif slo.metric in QUALITY_AT_LEAST | QUALITY_AT_MOST:
+            judged = labelled if labelled is not None else window
+            checks.append(_quality_slo_check(name, judged, slo, quality, min_records, calibration))
     return tuple(checks)
+
+
+def _quality_slo_check(
+    name: str,
+    window: Snapshot,
+    slo: Slo,
+    quality: Quality | None,
+    min_predictions: int,
+    calibration: Calibration | ClassCalibration | None,
+) -> Check:
+    figures = None
+    if quality is not None:
+        figures = quality_figures(total(window.quality), quality, role=window.role)
+        estimate(figures, window, calibration)
+    value, why = quality_value(slo, figures, min_predictions=min_predictions)
+    at_least = slo.metric in QUALITY_AT_LEAST
+    bound = (slo.objective_value if at_least else slo.max_value) or 0.0
+    if value is None or figures is None:
+        waiting = (
+            "insufficient data" if slo.metric == "estimatedAccuracy" else "insufficient labels"
+        )
+        return Check(name, "insufficient_data", f"{waiting}: {why}", limit=bound)
+    p = None
+    if slo.metric == "accuracy":
+        # Below the objective only when significantly so, as the error SLOs.
+        correct = round(value * figures.labels)
+        p = float(stats.binomtest(correct, figures.labels, bound, alternative="less").pvalue)
+        worse = value < bound and p < ALPHA
+    else:
+        worse = value < bound if at_least else value > bound
+    relation = "objective" if at_least else "max"
+    over = (
+        f"{figures.estimated_from} scored predictions"
+        if slo.metric == "estimatedAccuracy"
+        else f"{figures.labels} labels"
+    )
+    message = f"{slo.metric} {value:.4g} over {over}; {relation} {bound:.4g}"
+    if p is not None:
+        message += f", p={p:.3g}"
+    return Check(name, "fail" if worse else "ok", message, None, value, bound, p)
+
+
+def _accuracy_check(
+    stable: Snapshot, candidate: Snapshot, quality: Quality, margin: float
+) -> Check:
+    """Labelled accuracy, canary against stable: fails when the canary's is
+    lower by more than ``margin`` and significantly so; waits for labels."""
+    one = quality_figures(total(stable.quality), quality, role="stable")
+    two = quality_figures(total(candidate.quality), quality, role="canary")
+    if one.status != "ok" or two.status != "ok" or one.accuracy is None or two.accuracy is None:
+        return Check(
+            "accuracy",
+            "insufficient_data",
+            f"insufficient labels: stable {one.labels}, canary {two.labels}, "
+            f"need {quality.min_labels} each",
+            limit=margin,
+        )
+    wrong1, wrong2 = (
+        one.labels - round(one.accuracy * one.labels),
+        two.labels - round(two.accuracy * two.labels),
+    )
+    p, test = error_increase_p_value(wrong1, one.labels, wrong2, two.labels)
+    worse = one.accuracy - two.accuracy > margin and p < ALPHA
+    return Check(
+        name="accuracy",
+        verdict="fail" if worse else "ok",
+        message=(
+            f"labelled accuracy canary {two.accuracy:.2%} ({two.labels} labels) vs stable "
+            f"{one.accuracy:.2%} ({one.labels} labels), {test} p={p:.3g}; "
+            f"allowed decrease {margin:.2%}"
+        ),
+        stable=one.accuracy,
+        candidate=two.accuracy,
+        limit=margin,
+        p_value=p,
+    )
+
+
+def _attribution_check(paired: PairedAttributions | None, limit: float, minimum: int) -> Check:
+    """Does the candidate rely on other features than stable? The total
+    variation between their importance shares on the same explained rows
+    (no test beside it: paired rows leave only the explainer's own sampling,
+    a few hundredths, between two models that rely alike)."""
+    explained = 0 if paired is None else paired.explained
+    if paired is None or explained < minimum:
+        return Check(
+            "attributions",
+            "insufficient_data",
+            f"insufficient explanations: {explained} rows explained against both models, "
+            f"need {minimum} (spec.explain.minExplanations)",
+            limit=limit,
+        )
+    one, two = paired.shares()
+    distance = paired.distance()
+    k = min(3, len(one))
+    return Check(
+        name="attributions",
+        verdict="fail" if distance > limit else "ok",
+        message=(
+            f"reliance: total variation {distance:.3f} between the attribution shares on "
+            f"{explained} rows explained against both (top stable {', '.join(top(one, k))}; "
+            f"canary {', '.join(top(two, k))}); allowed {limit:.3f}"
+        ),
+        candidate=distance,
+        limit=limit,
+    )
+
+
+def _data_quality_check(
+    name: str, window: Snapshot, slo: Slo, categorical: Collection[str], min_records: int
+) -> Check:
+    figures = data_quality(window, categorical)
+    bound = slo.max_value or 0.0
+    found = figures.worst(slo.metric, slo.feature)
+    if figures.rows < min_records or found is None or not found[1].total:
+        why = f"{figures.rows} captured rows, need {min_records} with values for {slo.metric}"
+        return Check(name, "insufficient_data", why, limit=bound)
+    feature, rate = found
+    value = rate.count / rate.total
+    p = float(stats.binomtest(rate.count, rate.total, bound, alternative="greater").pvalue)
+    subject = f"{slo.metric} of {feature}" if feature else slo.metric
+    verdict: Verdict = "fail" if value > bound and p < ALPHA else "ok"
+    message = f"{subject} {rate}; max {bound:.2%}, p={p:.3g}"
+    return Check(name, verdict, message, None, value, bound, p)
+
+
+class RolloutSums:
+    """Stable's and the canary's windows summed since the canary revision's
+    rollout began, for the checks whose evidence trickles in: labels arrive
+    late and few per interval, so labelled quality (and the estimate) is
+    judged on everything since the rollout began, not interval by interval.
+    A new canary revision starts the sums again; so do counts binned
+    against another profile. Kept in memory: a restarted operator sums anew."""
+
+    def __init__(self) -> None:
+        self._revision: str | None = None
+        self._sums: dict[str, Snapshot] = {}
+
+    def add(self, revision: str | None, windows: Mapping[str, Snapshot]) -> None:
+        if revision != self._revision:
+            self._revision, self._sums = revision, {}
+        for role in ("stable", "canary"):
+            window = windows.get(role)
+            if window is None:
+                continue
+            have = self._sums.get(role)
+            try:
+                self._sums[role] = window if have is None else merge([have, window])
+            except LayoutMismatch:
+                self._sums[role] = window
+
+    def pair(self) -> tuple[Snapshot, Snapshot] | None:
+        stable, canary = self._sums.get("stable"), self._sums.get("canary")
+        return None if stable is None or canary is None else (stable, canary)
 
 
 class StableBaseline:
@@ -262,9 +459,24 @@ def compare(
     comparison: Comparison,
     slos: Sequence[Slo] = (),
     *,
+    categorical: Collection[str] = (),
+    quality: Quality | None = None,
+    labelled: tuple[Snapshot, Snapshot] | None = None,
+    calibration: Calibration | ClassCalibration | None = None,
+    attributions: PairedAttributions | None = None,
+    min_explanations: int = 1,
     min_requests: int = MIN_REQUESTS,
 ) -> ComparisonVerdict:
-    """Judge one canary window against the stable window of the same period."""
+    """Judge one canary window against the stable window of the same period.
+
+    With ``quality`` (labels) for a classifier, labelled accuracy is compared
+    too, and the canary holds ("insufficient labels") until both have enough;
+    ``labelled`` (stable's and the canary's windows summed since the rollout
+    began) is what labelled quality and the estimate are judged on, so labels
+    that trickle in count together rather than interval by interval.
+    With ``comparison.max_attribution_distance``, so is what the models rely
+    on (``attributions``: rows explained against both), and the canary holds
+    ("insufficient explanations") until ``min_explanations`` rows are."""
     n1, n2 = request_count(stable), request_count(candidate)
     if n1 < min_requests or n2 < min_requests:
         return ComparisonVerdict(
@@ -282,13 +494,38 @@ def compare(
         ),
         _latency_check(stable.latency, candidate.latency, comparison.max_latency_increase.seconds),
         _score_check(stable, candidate, comparison.max_score_drift, min_requests),
-        *judge_slos(candidate, slos),
+        *judge_slos(
+            candidate,
+            slos,
+            categorical=categorical,
+            min_records=min_requests,
+            quality=quality,
+            labelled=labelled[1] if labelled else None,
+            calibration=calibration,
+        ),
     )
+    if quality is not None and quality.classes is not None:
+        margin = comparison.max_accuracy_decrease
+        stable_labels, canary_labels = labelled or (stable, candidate)
+        checks = (*checks, _accuracy_check(stable_labels, canary_labels, quality, margin))
+    if comparison.max_attribution_distance is not None:
+        limit = comparison.max_attribution_distance
+        checks = (*checks, _attribution_check(attributions, limit, min_explanations))
     failed = [c for c in checks if c.verdict == "fail"]
     if failed:
         reason = "CanaryWorse: " + "; ".join(f"{c.name}: {c.message}" for c in failed)
+    elif waiting := _waiting_for(checks):
+        return ComparisonVerdict(
+            verdict="insufficient_data",
+            reason=waiting,
+            stable_requests=n1,
+            candidate_requests=n2,
+            checks=checks,
+        )
     else:
-        reason = f"CanaryOK: {checks[0].message}; {checks[1].message}"
+        # Errors and latency always; what the models rely on when it was asked.
+        shown = [c for c in checks if c.name in ("errorRate", "latency", "attributions")]
+        reason = "CanaryOK: " + "; ".join(c.message for c in shown)
     return ComparisonVerdict(
         verdict="fail" if failed else "ok",
         reason=reason,
@@ -298,15 +535,38 @@ def compare(
     )
 
 
+# Checks that hold the canary while what they judge comes in, by the reason they hold it for.
+_WAITS = {
+    "insufficient labels": "InsufficientLabels",
+    "insufficient data": "InsufficientData",
+    "insufficient explanations": "InsufficientExplanations",
+}
+
+
+def _waiting_for(checks: Sequence[Check]) -> str | None:
+    """Why a canary with nothing failed still holds (the first waiting check
+    names the reason, every waiting one is listed); None when none waits."""
+    waiting = [c for c in checks if c.message.startswith(tuple(_WAITS))]
+    if not waiting:
+        return None
+    reason = next(r for start, r in _WAITS.items() if waiting[0].message.startswith(start))
+    return f"{reason}: " + "; ".join(f"{c.name}: {c.message}" for c in waiting)
+
+
 def judge_alone(
-    window: Snapshot, slos: Sequence[Slo], *, min_requests: int = MIN_REQUESTS
+    window: Snapshot,
+    slos: Sequence[Slo],
+    *,
+    categorical: Collection[str] = (),
+    quality: Quality | None = None,
+    min_requests: int = MIN_REQUESTS,
 ) -> ComparisonVerdict:
     """guard: a new revision's pods against the SLOs, with nothing to compare to."""
     n = request_count(window)
     if n < min_requests:
         reason = f"InsufficientData: {n} requests in the window, need {min_requests}"
         return ComparisonVerdict("insufficient_data", reason, 0, n)
-    checks = judge_slos(window, slos)
+    checks = judge_slos(window, slos, categorical=categorical, quality=quality)
     failed = [c for c in checks if c.verdict == "fail"]
     if failed:
         reason = "SLOBreach: " + "; ".join(f"{c.name}: {c.message}" for c in failed)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -49,6 +49,7 @@ from driftline_operator.api.status import (
 from driftline_operator.rollout import alerting
 from driftline_operator.rollout.compare import (
     ComparisonVerdict,
+    RolloutSums,
     StableBaseline,
     compare,
     judge_alone,
@@ -67,7 +68,11 @@ from driftline_operator.rollout.machine import (
     resume,
     with_pending,
 )
+from driftline_operator.rollout.notices import rollout_notice
+from driftline_operator.rollout.notifications import Notice
 from driftline_operator.rollout.routers import Router, RouteTarget
+from driftline_operator.stats.attribution import PairedAttributions
+from driftline_sidecar.contract.profile import Calibration, ClassCalibration
 from driftline_sidecar.contract.snapshot import LayoutMismatch, Snapshot, merge
 
 Obj = dict[str, Any]
@@ -122,6 +127,7 @@ class RolloutOutcome:
     status: dict[str, Any] = field(default_factory=dict)  # merged into .status
     conditions: list[Condition] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)  # for spec.notifications' receivers
     clear_control: bool = False  # remove the driftline.io/rollout annotation
     # What was decided on, for logs and the demo's printout:
     decision: Decision | None = None
@@ -134,11 +140,22 @@ def _insufficient(reason: str) -> ComparisonVerdict:
 
 
 def canary_verdict(
-    spec: ModelMonitorSpec, windows: Windows, baseline: StableBaseline, *, weight: float
+    spec: ModelMonitorSpec,
+    windows: Windows,
+    baseline: StableBaseline,
+    *,
+    weight: float,
+    categorical: Collection[str] = (),
+    attributions: PairedAttributions | None = None,
+    labelled: tuple[Snapshot, Snapshot] | None = None,
+    calibration: Calibration | ClassCalibration | None = None,
 ) -> tuple[ComparisonVerdict, bool]:
     """The canary window against the stable one of the same period (or, at
     weight 100 %, stable's last full window: see ``StableBaseline``), and
-    whether that substitution was made."""
+    whether that substitution was made. ``attributions``: sampled rows
+    explained against both models (``analysis.explanations``); ``labelled``:
+    both roles' windows since the rollout began (``RolloutSums``), which
+    labelled quality and the estimate (``calibration``) are judged on."""
     stable = windows.roles.get("stable")
     stable_counts, substituted = baseline.choose(stable.counts if stable else None, weight=weight)
     canary = windows.roles.get("canary")
@@ -146,12 +163,23 @@ def canary_verdict(
         missing = [role for role, w in (("stable", stable_counts), ("canary", canary)) if w is None]
         why = f"no {' or '.join(missing)} pod answered with a full window yet"
         return _insufficient(why), substituted
-    verdict = compare(stable_counts, canary.counts, spec.rollout.comparison, spec.slos)
+    verdict = compare(
+        stable_counts,
+        canary.counts,
+        spec.rollout.comparison,
+        spec.slos,
+        categorical=categorical,
+        quality=spec.quality,
+        labelled=labelled,
+        calibration=calibration,
+        attributions=attributions,
+        min_explanations=spec.explain.min_explanations,
+    )
     return verdict, substituted
 
 
 def numbers(verdict: ComparisonVerdict | None, state: RolloutState) -> dict[str, Any]:
-    """The figures of a decision, for the alert hook."""
+    """The figures of a decision, for the alert hook and the notices."""
     figures: dict[str, Any] = {"Step": state.step + 1, "Weight": f"{state.weight:g}%"}
     if state.failures:
         figures["Failures"] = state.failures
@@ -197,6 +225,10 @@ class RolloutLoop:
         self._problem: str | None = None  # the last Warning reported, to report it once
         self._shadow: Snapshot | None = None  # stable windows summed since the operator started
         self._shadow_verdict: str | None = None
+        self._categorical: Collection[str] = ()  # this tick's, see tick
+        self._attributions: PairedAttributions | None = None  # this tick's, see tick
+        self._calibration: Calibration | ClassCalibration | None = None  # this tick's
+        self._sums = RolloutSums()  # both roles' windows since the rollout began
 
     @property
     def who(self) -> str:
@@ -210,8 +242,18 @@ class RolloutLoop:
         pods: Sequence[Mapping[str, Any]],
         windows: Windows,
         now: float | None = None,
+        categorical: Collection[str] = (),
+        attributions: PairedAttributions | None = None,
+        calibration: Calibration | ClassCalibration | None = None,
     ) -> RolloutOutcome:
+        """``categorical`` names the features whose out-of-range values are unseen
+        categories (``analysis.data_quality.categorical_features``);
+        ``attributions`` the rows explained against stable and the canary;
+        ``calibration`` the profile's, for the estimatedAccuracy SLO."""
         now = time.time() if now is None else now
+        self._categorical = categorical
+        self._attributions = attributions
+        self._calibration = calibration
         if self._watching_since is None:
             self._watching_since = now
         strategy = spec.rollout.strategy
@@ -244,7 +286,17 @@ class RolloutLoop:
         recorded = recorded_baseline(monitor)
         if recorded is not None:
             self._baseline.restore(recorded)
-        verdict, substituted = canary_verdict(spec, windows, self._baseline, weight=state.weight)
+        self._sums.add(state.revision, {r: w.counts for r, w in windows.roles.items()})
+        verdict, substituted = canary_verdict(
+            spec,
+            windows,
+            self._baseline,
+            weight=state.weight,
+            categorical=self._categorical,
+            attributions=self._attributions,
+            labelled=self._sums.pair(),
+            calibration=self._calibration,
+        )
         if state.pending is not None:
             decision = resume(state)
         else:
@@ -292,7 +344,7 @@ class RolloutLoop:
             history = await self._workloads.revisions(name)
             previous = next((r.hash for r in history if r.hash != revision), None)
             owners = {r.name for r in history if r.hash == revision}
-            verdict = _revision_verdict(spec, pods, windows, owners)
+            verdict = _revision_verdict(spec, pods, windows, owners, self._categorical)
             decision = decide_guard(
                 spec.rollout,
                 state,
@@ -401,6 +453,17 @@ class RolloutLoop:
         if decision.event is not None:
             event = decision.event
             outcome.events.append(event)
+            if decision.phase_changed:
+                outcome.notices.append(
+                    rollout_notice(
+                        namespace=self._namespace,
+                        monitor=self._name,
+                        previous_phase=before.phase,
+                        phase=state.phase,
+                        event=event,
+                        numbers=numbers(verdict, state),
+                    )
+                )
             if decision.phase_changed and spec.alerting.webhook is not None:
                 body = alerting.payload(
                     namespace=self._namespace,
@@ -464,6 +527,7 @@ def _revision_verdict(
     pods: Sequence[Mapping[str, Any]],
     windows: Windows,
     replica_sets: set[str],
+    categorical: Collection[str],
 ) -> ComparisonVerdict:
     """guard: the pods of the Deployment's current revision, judged on their own."""
     names = {
@@ -477,4 +541,4 @@ def _revision_verdict(
         window = merge([windows.pods[n] for n in sorted(names)])
     except LayoutMismatch as error:  # the pods count in different bins
         return _insufficient(f"the current revision's pods do not add up: {error}")
-    return judge_alone(window, spec.slos)
+    return judge_alone(window, spec.slos, categorical=categorical, quality=spec.quality)

@@ -119,7 +119,12 @@ async def promote(api: ApiClient, namespace: str, *, stable: str, canary: str) -
 
 async def scale(api: ApiClient, namespace: str, name: str, replicas: int) -> None:
     body = {"spec": {"replicas": replicas}}
-    await apatch(api, DEPLOYMENTS, namespace, name, body, subresource="scale")
+    try:
+        await apatch(api, DEPLOYMENTS, namespace, name, body, subresource="scale")
+    except ApiException as error:
+        if error.status == 404:
+            raise NotFound(f"Deployment {namespace}/{name} does not exist") from error
+        raise
 
 
 async def start_canary(api: ApiClient, namespace: str, *, stable: str, canary: str) -> None:

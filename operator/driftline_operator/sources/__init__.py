@@ -23,12 +23,16 @@ class PodTarget:
     ip: str
     admin_port: int
     role: str = "stable"
+    model_port: int | None = None  # where the sidecar proxies to: the model itself
+
+    @property
+    def model_host(self) -> str:
+        return f"[{self.ip}]" if ":" in self.ip else self.ip
 
     @property
     def address(self) -> str:
         """``ip:port`` of the admin API (Prometheus' default ``instance`` label)."""
-        host = f"[{self.ip}]" if ":" in self.ip else self.ip
-        return f"{host}:{self.admin_port}"
+        return f"{self.model_host}:{self.admin_port}"
 
 
 @dataclass

@@ -20,9 +20,10 @@ Canary pods carry the label `driftline.io/role: canary` (shadow pods
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubernetes.utils import parse_quantity
 
@@ -31,9 +32,12 @@ from driftline_operator.api.names import (
     INJECTED_ANNOTATION,
     MONITOR_ANNOTATION,
     MONITORED_LABEL,
+    ROLE_LABEL,
     SIDECAR_NAME,
 )
+from driftline_operator.api.selectors import selects
 from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.sources import PodTarget
 from driftline_operator.webhook.sidecar import sidecar_container, sidecar_volumes
 
 UNNAMED_PROXY_PORT_NAME = "driftline-proxy"
@@ -64,6 +68,43 @@ def is_injected(pod: Mapping[str, Any]) -> bool:
     if (metadata.get("annotations") or {}).get(INJECTED_ANNOTATION) == "true":
         return True
     return any(c.get("name") == SIDECAR_NAME for c in _containers(pod))
+
+
+def pod_targets(pods: Iterable[Mapping[str, Any]], spec: ModelMonitorSpec) -> list[PodTarget]:
+    """The pods whose sidecar can be asked for a snapshot: selected, injected,
+    running and with an IP. Others are counted in status, not collected."""
+    targets: list[PodTarget] = []
+    for pod in pods:
+        metadata = pod.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        pod_status = pod.get("status") or {}
+        if metadata.get("deletionTimestamp") or pod_status.get("phase") != "Running":
+            continue
+        if not pod_status.get("podIP") or not selects(spec.selector, labels):
+            continue
+        if not is_injected(dict(pod)):
+            continue
+        targets.append(
+            PodTarget(
+                name=metadata.get("name", ""),
+                ip=pod_status["podIP"],
+                admin_port=spec.sidecar.admin_port,
+                role=labels.get(ROLE_LABEL, "stable"),
+                model_port=_upstream_port(pod),
+            )
+        )
+    return sorted(targets, key=lambda t: t.name)
+
+
+def _upstream_port(pod: Mapping[str, Any]) -> int | None:
+    """The model's own port, as the injected sidecar's --upstream names it."""
+    for container in _containers(pod):
+        if container.get("name") != SIDECAR_NAME:
+            continue
+        args = [str(a) for a in container.get("args") or []]
+        if "--upstream" in args[:-1]:
+            return urlsplit(args[args.index("--upstream") + 1]).port
+    return None
 
 
 def opted_out(pod: Mapping[str, Any]) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
 
@@ -80,6 +80,21 @@ class CaptureConfig(_Strict):
     batch_size: int = Field(default=512, ge=1)  # rows binned together with numpy
 
 
+class ReservoirConfig(_Strict):
+    """A uniform sample of recent feature rows for the explainer (``/v1/reservoir``).
+
+    Per window of ``window_seconds`` the sidecar keeps at most ``size`` rows,
+    drawn uniformly from all rows captured in it; the last closed window is
+    kept beside the open one. Only declared features that are not PII enter
+    it. Filled by the capture worker, off the hot path: the cost per row is a
+    counter decrement until the next row to keep (Algorithm L).
+    """
+
+    enabled: bool = True
+    size: int = Field(default=128, ge=1, le=10_000)
+    window_seconds: float = Field(default=60.0, gt=0)
+
+
 class TracingConfig(_Strict):
     # Exporter and endpoint come from the standard OTEL_* variables; this only
     # decides how many requests get a sampled span.
@@ -119,6 +134,44 @@ class PredictionLogConfig(_Strict):
     # it never sits in a ConfigMap.
     salt_env: str = "DRIFTLINE_PII_SALT"
     queue_size: int = Field(default=10_000, ge=1)
+
+
+class FeedbackConfig(_Strict):
+    """Ground-truth labels joined to predictions (``POST /v1/feedback``).
+
+    Every captured row waits in a bounded store of pending predictions (kept
+    in ``path``, so it survives a restart) until its label arrives or it
+    expires; a label joins the row whose request carried its id in
+    ``X-Request-ID`` (row r > 0 of a batched request: ``<id>:<r>``)."""
+
+    enabled: bool = False
+    # Classification: the labels a model may be told; a label outside them is
+    # refused, a prediction outside them counts as "__other__".
+    classes: list[str] | None = Field(default=None, min_length=2, max_length=50)
+    # Binary classification: the class whose probability the score is
+    # (default: the second class), for ROC/PR AUC and calibration.
+    positive_class: str | None = None
+    # A categorical feature to split quality by (its profiled categories, then "__other__").
+    segment: str | None = None
+    score_bins: int = Field(default=20, ge=2, le=200)  # equal-width bins over [0, 1]
+    max_pending: int = Field(default=1_000_000, ge=1)
+    ttl_seconds: float = Field(default=7 * 86400, gt=0)
+    max_batch: int = Field(default=10_000, ge=1)  # labels per POST
+    # The spill file; default: next to the prediction log.
+    path: str | None = None
+    # Besides the admin token, a token whose SHA-256 this is may post labels.
+    token_sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _classes_hold_positive(self) -> FeedbackConfig:
+        if self.classes is not None:
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError("feedback.classes must be unique")
+            if self.positive_class is not None and self.positive_class not in self.classes:
+                raise ValueError(
+                    f"feedback.positive_class {self.positive_class!r} is not one of feedback.classes"
+                )
+        return self
 
 
 class RoutingConfig(_Strict):
@@ -186,10 +239,20 @@ class SidecarConfig(_Strict):
     # never holds the token, and the operator needs no Secret to hand it out.
     admin_token_sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    reservoir: ReservoirConfig = Field(default_factory=ReservoirConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+
+    @model_validator(mode="after")
+    def _feedback_knows_the_classes(self) -> SidecarConfig:
+        feedback = self.feedback
+        classifier = self.model.prediction.task == "classification"
+        if feedback.enabled and classifier and feedback.classes is None:
+            raise ValueError("feedback.classes must list the classes of a classifier")
+        return self
 
 
 def load_config(path: str | Path) -> SidecarConfig:

@@ -26,7 +26,10 @@ from driftline_sidecar.contract.snapshot import (
     BinCounts,
     CaptureCounts,
     Histogram,
+    LabelCounts,
+    OneVsRestBins,
     ProcessInfo,
+    QualityCounts,
     ShadowCounts,
     Snapshot,
 )
@@ -96,7 +99,13 @@ def snapshot_from_samples(
             )
         ),
         classes=_counted(s.by_label(names.PREDICTION_CLASS, names.CLASS)),
+        score=s.histogram_as_counted(names.PREDICTION_SCORE),
+        class_score=_class_scores(s),
         shadow=_shadow_counts(s),
+        labels=LabelCounts(
+            **{o.value: s.count(names.LABELS, names.OUTCOME, o) for o in names.LabelOutcome}
+        ),
+        quality=_quality_counts(s),
     )
 
 
@@ -119,6 +128,59 @@ def _shadow_counts(s: _Samples) -> ShadowCounts:
         stable_latency=s.histogram(names.SHADOW_DURATION, names.SIDE, side.STABLE),
         shadow_latency=s.histogram(names.SHADOW_DURATION, names.SIDE, side.SHADOW),
     )
+
+
+def _class_scores(s: _Samples) -> dict[str, Histogram]:
+    found = {}
+    for class_ in sorted(s.by_label(names.PREDICTED_CLASS_SCORE + "_count", names.CLASS)):
+        histogram = s.histogram_as_counted(names.PREDICTED_CLASS_SCORE, names.CLASS, class_)
+        if histogram is not None:
+            found[class_] = histogram
+    return found
+
+
+def _quality_counts(s: _Samples) -> dict[str, QualityCounts]:
+    """Per segment: the confusion matrix, the score bins per actual class and
+    the regression sums (each series carries its segment label)."""
+    found: dict[str, QualityCounts] = {}
+
+    def segment(labels: Mapping[str, str]) -> QualityCounts:
+        return found.setdefault(labels.get(names.SEGMENT, ""), QualityCounts())
+
+    for labels, v in s._series(names.QUALITY_CONFUSION):
+        row = segment(labels).confusion.setdefault(labels.get(names.ACTUAL, ""), {})
+        predicted = labels.get(names.PREDICTED, "")
+        row[predicted] = row.get(predicted, 0) + round(v)
+    bins: dict[tuple[str, str], dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for labels, v in s._series(names.QUALITY_SCORE_BIN):
+        segment(labels)
+        key = (labels.get(names.SEGMENT, ""), labels.get(names.ACTUAL, ""))
+        bins[key][int(labels[names.BIN])] += v
+    for (name, actual), by_bin in bins.items():
+        found[name].score_bins[actual] = [round(by_bin.get(i, 0.0)) for i in range(max(by_bin) + 1)]
+    ovr: dict[tuple[str, str], dict[str, dict[int, float]]] = defaultdict(
+        lambda: {side: defaultdict(float) for side in names.OneVsRest}
+    )
+    for labels, v in s._series(names.QUALITY_CLASS_SCORE_BIN):
+        segment(labels)
+        key = (labels.get(names.SEGMENT, ""), labels.get(names.CLASS, ""))
+        side = labels.get(names.LABELLED_AS, "")
+        if side in names.OneVsRest.__members__.values():
+            ovr[key][side][int(labels[names.BIN])] += v
+    for (name, class_), sides in ovr.items():
+        width = 1 + max(max(by_bin, default=0) for by_bin in sides.values())
+        found[name].class_scores[class_] = OneVsRestBins(
+            positive=[round(sides[names.OneVsRest.CLASS].get(i, 0.0)) for i in range(width)],
+            negative=[round(sides[names.OneVsRest.REST].get(i, 0.0)) for i in range(width)],
+        )
+    for labels, v in s._series(names.QUALITY_REGRESSION):
+        sums = segment(labels).regression
+        quantity = labels.get(names.QUANTITY, "")
+        if quantity == names.RegressionQuantity.COUNT:
+            sums.count += round(v)
+        elif quantity in names.RegressionQuantity.__members__.values():
+            setattr(sums, quantity, getattr(sums, quantity) + v)
+    return found
 
 
 def _counted(values: Mapping[str, int]) -> dict[str, int]:
@@ -174,6 +236,23 @@ class _Samples:
             key: [round(by_bin.get(i, 0.0)) for i in range(max(by_bin) + 1)]
             for key, by_bin in found.items()
         }
+
+    def histogram_as_counted(
+        self, name: str, label: str | None = None, value: str | None = None
+    ) -> Histogram | None:
+        """A histogram in the bounds its samples carry (None without samples)."""
+        cumulative: dict[float, float] = defaultdict(float)
+        for labels, v in self._series(name + "_bucket", label, value):
+            cumulative[float(labels["le"])] += v
+        if not cumulative:
+            return None
+        bounds = sorted(cumulative)
+        at_bounds = [round(cumulative[b]) for b in bounds]
+        return Histogram(
+            bounds=[b for b in bounds if math.isfinite(b)],
+            counts=[b - a for a, b in pairwise([0, *at_bounds])],
+            sum=self.total(name + "_sum", label, value),
+        )
 
     def histogram(self, name: str, label: str | None = None, value: str | None = None) -> Histogram:
         cumulative: dict[float, float] = defaultdict(float)

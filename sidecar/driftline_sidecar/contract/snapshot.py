@@ -10,8 +10,13 @@ the same pod (``delta``) and a fleet-wide window by adding pods' windows
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from collections.abc import Callable, Sequence
+from functools import cache
+from itertools import chain
+from operator import attrgetter, methodcaller
+from typing import Any, Final, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 SNAPSHOT_SCHEMA_VERSION: Final = 1
@@ -91,6 +96,48 @@ class ShadowCounts(_Model):
     shadow_latency: Histogram = Field(default_factory=Histogram)
 
 
+class LabelCounts(_Model):
+    """Labels posted to ``/v1/feedback``, by what became of them."""
+
+    joined: int = 0
+    unknown: int = 0
+    expired: int = 0
+    duplicate: int = 0
+
+
+class RegressionSums(_Model):
+    """Sums over labelled rows of a regression (error = predicted - actual):
+    MAE, RMSE, bias and R² follow from them exactly."""
+
+    count: int = 0
+    actual: float = 0.0
+    actual_squared: float = 0.0
+    error: float = 0.0
+    abs_error: float = 0.0
+    squared_error: float = 0.0
+
+
+class OneVsRestBins(_Model):
+    """One class's score of labelled predictions in the score bins, for the
+    labels of that class and for the others (one-vs-rest)."""
+
+    positive: list[int]
+    negative: list[int]
+
+
+class QualityCounts(_Model):
+    """Labelled predictions of one segment: everything quality is computed
+    from, with no row kept."""
+
+    confusion: dict[str, dict[str, int]] = Field(default_factory=dict)  # actual -> predicted -> n
+    # Binary classification: per actual class, the positive class's score in
+    # equal-width bins over [0, 1] (feedback.score_bins of them).
+    score_bins: dict[str, list[int]] = Field(default_factory=dict)
+    # Multiclass: per class, that class's score in the same bins, one-vs-rest.
+    class_scores: dict[str, OneVsRestBins] = Field(default_factory=dict)
+    regression: RegressionSums = Field(default_factory=RegressionSums)
+
+
 class Snapshot(_Model):
     schema_version: Literal[1] = SNAPSHOT_SCHEMA_VERSION
     process: ProcessInfo
@@ -110,62 +157,126 @@ class Snapshot(_Model):
     features: dict[str, BinCounts] = Field(default_factory=dict)
     prediction: BinCounts | None = None  # the score, in the profile's prediction bins
     classes: dict[str, int] = Field(default_factory=dict)  # predicted labels (bounded)
+    # The prediction score in the sidecar's score buckets (a classifier's:
+    # profile.SCORE_BOUNDS), for estimating quality before labels arrive.
+    score: Histogram | None = None
+    # Multiclass with feedback: each prediction's own score by predicted class.
+    class_score: dict[str, Histogram] = Field(default_factory=dict)
     shadow: ShadowCounts = Field(default_factory=ShadowCounts)  # zero unless mirroring
+    labels: LabelCounts = Field(default_factory=LabelCounts)  # zero without feedback
+    quality: dict[str, QualityCounts] = Field(default_factory=dict)  # by segment value
 
 
-def _combine(a: object, b: object, sign: int) -> object:
-    """a + sign*b over the numeric leaves of two JSON-shaped values; a key on
-    one side only counts as zero on the other."""
-    if isinstance(a, dict) and isinstance(b, dict):
+# Not counts: copied from the first snapshot (the later one for ``delta``).
+_IDENTITY = frozenset(
+    ("schema_version", "process", "taken_at", "model", "version", "role", "profile_sha256")
+)
+_STATIC = frozenset(("bounds",))  # histogram bucket bounds are layout, not counts
+
+
+def _total(plus: list[Any], minus: list[Any], *, keep: frozenset[str] = _STATIC) -> Any:
+    """``sum(plus) - sum(minus)`` over the numbers in values of one shape (a
+    model, a dict, a list of the same length, a number), read straight from
+    the models and answered as JSON-shaped data. A dict key or an optional
+    model that some values lack counts as zero there; what is not a number
+    (and any field named in ``keep``) is taken from the first value."""
+    first = plus[0] if plus else minus[0]
+    if isinstance(first, list):
+        lengths = set(map(len, plus)) | set(map(len, minus))
+        if len(lengths) > 1:
+            shown = " and ".join(str(n) for n in sorted(lengths))
+            raise LayoutMismatch(f"cannot combine counts of different lengths ({shown})")
+        if first and not isinstance(first[0], int | float):
+            columns = zip(*plus, *minus, strict=True)
+            return [_total(list(c[: len(plus)]), list(c[len(plus) :])) for c in columns]
+        added = [sum(column) for column in zip(*plus, strict=True)] if plus else [0] * len(first)
+        if not minus:
+            return added
+        taken = [sum(column) for column in zip(*minus, strict=True)]
+        return [a - b for a, b in zip(added, taken, strict=True)]
+    if isinstance(first, int | float):
+        return sum(plus) - sum(minus)
+    if isinstance(first, BaseModel):
         return {
-            k: _combine(a[k] if k in a else _zero_like(b[k]), b[k] if k in b else _zero_like(a[k]), sign)
-            for k in a.keys() | b.keys()
-        }  # fmt: skip
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            raise LayoutMismatch(
-                f"cannot combine counts of different lengths ({len(a)} and {len(b)})"
-            )
-        if all(type(x) is int for x in a) and all(type(y) is int for y in b):
-            return [x + sign * y for x, y in zip(a, b, strict=True)]  # bin counts: the hot case
-        return [_combine(x, y, sign) for x, y in zip(a, b, strict=True)]
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a + sign * b
-    return a
+            name: getattr(first, name) if name in keep else _total_of(plus, minus, attrgetter(name))
+            for name in _field_names(type(first))
+        }
+    if isinstance(first, dict):
+        keys = dict.fromkeys(chain.from_iterable((*plus, *minus)))
+        fast = _total_of_count_models(plus, minus, list(keys))
+        if fast is not None:
+            return fast
+        return {key: _total_of(plus, minus, methodcaller("get", key)) for key in keys}
+    return first
 
 
-def _zero_like(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _zero_like(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_zero_like(v) for v in value]
-    if isinstance(value, int | float):
-        return type(value)(0)
-    return value
+def _total_of_count_models(
+    plus: list[dict[str, Any]], minus: list[dict[str, Any]], keys: list[str]
+) -> dict[str, dict[str, Any]] | None:
+    """``_total`` of dicts of small models made of integers and lists of them
+    (features -> BinCounts: most of a snapshot), a field at a time in numpy
+    across all keys and values. None where that does not apply (a key some
+    dict lacks, another model, floats, lists that differ): the general path
+    then adds them up, or says what does not fit."""
+    values = [*plus, *minus]
+    if not keys or any(len(value) != len(keys) for value in values):
+        return None
+    try:
+        rows = [list(map(value.__getitem__, keys)) for value in values]
+    except KeyError:
+        return None
+    model = type(rows[0][0])
+    if not issubclass(model, BaseModel) or any(type(m) is not model for row in rows for m in row):
+        return None
+    totals: dict[str, dict[str, Any]] = {key: {} for key in keys}
+    for name in _field_names(model):
+        field = attrgetter(name)
+        table = [list(map(field, row)) for row in rows]
+        if all(type(v) is int for v in table[0]):
+            columns: dict[int, list[int]] = {0: list(range(len(keys)))}  # all at once
+        elif all(type(v) is list for v in table[0]):
+            columns = {}  # keys grouped by list length: one rectangular array each
+            for i, v in enumerate(table[0]):
+                columns.setdefault(len(v), []).append(i)
+        else:
+            return None
+        for group in columns.values():
+            try:
+                array = np.array([[row[i] for i in group] for row in table], dtype=np.int64)
+            except (TypeError, ValueError, OverflowError):  # not all integers, or ragged
+                return None
+            if array.dtype != np.int64 or array.ndim not in (2, 3):
+                return None
+            total = array[: len(plus)].sum(axis=0) - array[len(plus) :].sum(axis=0)
+            for i, v in zip(group, total.tolist(), strict=True):
+                totals[keys[i]][name] = v
+    return totals
 
 
-_IDENTITY = ("schema_version", "process", "taken_at", "model", "version", "role", "profile_sha256")
-_STATIC = ("bounds",)  # histogram bucket bounds are layout, not counts
+def _total_of(plus: list[Any], minus: list[Any], part: Callable[[Any], Any]) -> Any:
+    """``_total`` of one part (a field, a dict key) over the values that have it."""
+    inner_plus = [value for value in map(part, plus) if value is not None]
+    inner_minus = [value for value in map(part, minus) if value is not None]
+    if not inner_plus and not inner_minus:
+        return None
+    if type((inner_plus or inner_minus)[0]) in (int, float):  # most parts: counters
+        return sum(inner_plus) - sum(inner_minus)
+    return _total(inner_plus, inner_minus)
 
 
-def _counts_only(snapshot: Snapshot) -> dict[str, object]:
-    def strip(value: object) -> object:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in _STATIC}
-        return value
-
-    counts = strip(snapshot.model_dump(exclude=set(_IDENTITY)))
-    assert isinstance(counts, dict)  # model_dump gives a dict, and strip keeps dicts dicts
-    return counts
+@cache
+def _field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(model.model_fields)
 
 
-def _with_counts(template: Snapshot, counts: object) -> Snapshot:
-    assert isinstance(counts, dict)  # _combine of two dicts is a dict
-    document = template.model_dump()
-    for key in ("latency", "upstream_latency"):
-        counts[key]["bounds"] = document[key]["bounds"]
-    document.update(counts)
-    return Snapshot.model_validate(document)
+def _combined(
+    plus: list[Snapshot], minus: list[Snapshot], *, like: Snapshot | None = None
+) -> Snapshot:
+    """``like`` (else the first of ``plus``) with ``sum(plus) - sum(minus)`` as its counts."""
+    counts = _total(plus, minus, keep=_IDENTITY | _STATIC)
+    if like is not None:
+        counts.update({name: getattr(like, name) for name in _IDENTITY})
+    return Snapshot.model_validate(counts)
 
 
 def delta(later: Snapshot, earlier: Snapshot | None) -> Snapshot:
@@ -180,7 +291,7 @@ def delta(later: Snapshot, earlier: Snapshot | None) -> Snapshot:
         return later
     if earlier.profile_sha256 != later.profile_sha256:
         return later  # rebinned against another profile: only the new counts compare
-    return _with_counts(later, _combine(_counts_only(later), _counts_only(earlier), -1))
+    return _combined([later], [earlier])
 
 
 def merge(windows: list[Snapshot]) -> Snapshot:
@@ -188,9 +299,20 @@ def merge(windows: list[Snapshot]) -> Snapshot:
     if not windows:
         raise ValueError("merge needs at least one window")
     first = windows[0]
-    counts: object = _counts_only(first)
-    for window in windows[1:]:
-        if window.profile_sha256 != first.profile_sha256:
-            raise LayoutMismatch("cannot merge counts binned against different reference profiles")
-        counts = _combine(counts, _counts_only(window), +1)
-    return _with_counts(first, counts)
+    if any(window.profile_sha256 != first.profile_sha256 for window in windows):
+        raise LayoutMismatch("cannot merge counts binned against different reference profiles")
+    return _combined(windows, [])
+
+
+def roll(
+    total: Snapshot, *, added: Sequence[Snapshot], removed: Sequence[Snapshot], like: Snapshot
+) -> Snapshot:
+    """A running sum over a sliding window of windows, in one pass: ``total``
+    plus the ``added`` windows minus the ``removed`` ones (windows that were
+    added to it before), with ``like``'s identity (for a ring of windows, the
+    oldest one left, as ``merge`` of the windows left would have). Counts come
+    out exactly as adding them up again gives them; float sums may differ from
+    it in the last bits."""
+    if any(w.profile_sha256 != total.profile_sha256 for w in (*added, *removed)):
+        raise LayoutMismatch("cannot merge counts binned against different reference profiles")
+    return _combined([total, *added], list(removed), like=like)

@@ -14,7 +14,7 @@ Absent fields and wrong types are also counted for the schema metrics.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Literal
 
@@ -29,8 +29,18 @@ from driftline_sidecar.protocols._common import (
     fit,
     loads,
 )
+from driftline_sidecar.protocols.encode import encode_rows
 
-__all__ = ["Detected", "Extracted", "Extractor", "UnparsableBody", "detect", "extract"]
+__all__ = [
+    "Detected",
+    "Extracted",
+    "Extractor",
+    "UnparsableBody",
+    "detect",
+    "encode_rows",
+    "extract",
+    "read_response",
+]
 
 Detected = Literal["kserve-v1", "open-inference-v2", "json"]
 
@@ -45,6 +55,9 @@ class Extracted:
     unknown_fields: int  # fields in request rows that no configured feature names
     wrong_type: int  # numeric feature with a non-number (bool too), categorical non-scalar
     missing_fields: int  # configured features absent from a row
+    # Class probabilities per row (None where absent), when the Extractor was
+    # asked for them (a multiclass model's labelled quality needs them).
+    probabilities: list[list[float] | None] = field(default_factory=list)
 
 
 def detect(request: Any) -> Detected:
@@ -64,7 +77,7 @@ def detect(request: Any) -> Detected:
 class Extractor:
     """``extract`` with one model's configuration compiled once: keep one per config."""
 
-    __slots__ = ("_features", "_prediction", "_protocol")
+    __slots__ = ("_features", "_prediction", "_probabilities", "_protocol")
 
     def __init__(
         self,
@@ -72,10 +85,12 @@ class Extractor:
         protocol: Protocol,
         features: Sequence[FeatureConfig],
         prediction: PredictionConfig,
+        probabilities: bool = False,
     ) -> None:
         self._protocol = protocol
         self._features = Features.compile(features)
         self._prediction = prediction
+        self._probabilities = probabilities
 
     def __call__(self, request: bytes, response: bytes | None) -> Extracted:
         document = loads(request, "request")
@@ -94,13 +109,18 @@ class Extractor:
                 wrong += bad
 
         rows = table.rows
+        probabilities: list[list[float] | None] = []
         if not response:  # None or empty: nothing the model said to read
             predictions: list[Any] = [None] * rows
             scores: list[float | None] = [None] * rows
         else:
-            read_response = _RESPONSE_READERS[used]
-            predictions, scores = read_response(loads(response, "response"), self._prediction)
+            answer = loads(response, "response")
+            predictions, scores = _RESPONSE_READERS[used](answer, self._prediction)
             predictions, scores = fit(predictions, rows), fit(scores, rows)
+            if self._probabilities:
+                probabilities = _PROBABILITY_READERS[used](answer, self._prediction)
+        if self._probabilities:
+            probabilities = fit(probabilities, rows)
         return Extracted(
             protocol=used,
             rows=rows,
@@ -110,6 +130,7 @@ class Extractor:
             unknown_fields=table.unknown if features.specs else 0,  # none declared: no schema
             wrong_type=wrong,
             missing_fields=missing,
+            probabilities=probabilities,
         )
 
 
@@ -145,6 +166,14 @@ def extract(
 _EXTRACTORS: dict[tuple[Any, ...], Extractor] = {}
 
 
+def read_response(
+    protocol: Detected, body: bytes, prediction: PredictionConfig
+) -> tuple[list[Any], list[float | None]]:
+    """Predictions and scores of a response alone (one per row, None where
+    absent). Raises UnparsableBody for a body in no shape the protocol knows."""
+    return _RESPONSE_READERS[protocol](loads(body, "response"), prediction)
+
+
 _Predictions = tuple[list[Any], list[float | None]]
 _REQUEST_READERS: dict[Detected, Callable[[Any, Features], Table]] = {
     "kserve-v1": _rows.read_kserve_v1,
@@ -155,4 +184,9 @@ _RESPONSE_READERS: dict[Detected, Callable[[Any, PredictionConfig], _Predictions
     "kserve-v1": _rows.read_kserve_v1_response,
     "open-inference-v2": _v2.read_v2_response,
     "json": _rows.read_json_response,
+}
+_PROBABILITY_READERS: dict[Detected, Callable[[Any, PredictionConfig], list[Any]]] = {
+    "kserve-v1": _rows.read_kserve_v1_probabilities,
+    "open-inference-v2": _v2.read_v2_probabilities,
+    "json": _rows.read_json_probabilities,
 }

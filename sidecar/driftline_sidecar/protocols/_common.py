@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
+import orjson
+
 from driftline_sidecar.contract.config import FeatureConfig
 
 
@@ -34,6 +36,7 @@ class Features(NamedTuple):
     specs: tuple[Spec, ...]
     names: tuple[str, ...]
     known: Trie  # every configured path, to count the fields no feature names
+    nested: tuple[tuple[str, Trie], ...]  # the top-level keys of ``known`` with paths below
     # Rows given as arrays: each feature's column (its path as an index, default
     # its position; None if its path is no index), and the set of them sorted.
     columns: tuple[int | None, ...]
@@ -57,7 +60,12 @@ class Features(NamedTuple):
                 node[spec.keys[-1]] = None
         columns = tuple(index(s.path) if s.path is not None else i for i, s in enumerate(specs))
         used = tuple(sorted({i for i in columns if i is not None}))
-        return cls(specs, tuple(s.name for s in specs), known, columns, used)
+        names = tuple(s.name for s in specs)
+        return cls(specs, names, known, nested(known), columns, used)
+
+
+def nested(known: Trie) -> tuple[tuple[str, Trie], ...]:
+    return tuple((key, below) for key, below in known.items() if below is not None)
 
 
 class Table(NamedTuple):
@@ -69,6 +77,10 @@ class Table(NamedTuple):
 def loads(body: bytes, which: str) -> Any:
     if not body:
         raise UnparsableBody(f"{which} body is empty")
+    try:
+        return orjson.loads(body)  # 3-4x the standard library's speed on a 1 KB row
+    except orjson.JSONDecodeError:
+        pass  # what orjson refuses the standard library may read: NaN, huge ints, UTF-16
     try:
         if body[:1] in b"{[":  # plain UTF-8 (no BOM): skip json's encoding detection
             return json.loads(body.decode())
@@ -136,6 +148,15 @@ def interpret(value: Any, score_index: int | None) -> tuple[Any, float | None]:
             return best, float(value[best])
         return best, float(value[score_index]) if score_index < len(value) else None
     return (value, None) if type(value) in SCALARS else (None, None)
+
+
+def as_probabilities(value: Any) -> list[float] | None:
+    """Class probabilities: a list of two or more numbers, else None."""
+    if type(value) is not list or len(value) < 2:
+        return None
+    if not set(map(type, value)) <= {int, float}:
+        return None
+    return [float(v) for v in value]
 
 
 def as_score(value: Any) -> float | None:

@@ -13,31 +13,42 @@ from driftline_sidecar.protocols._common import (
     Table,
     Trie,
     UnparsableBody,
+    as_probabilities,
     as_score,
     index,
     interpret,
     kind,
     lookup,
+    nested,
 )
 
 
 def _object_columns(rows: list[dict[str, Any]], features: Features) -> Table:
+    specs = features.specs
+    if len(rows) == 1:  # most requests: one pass over the features, not one per feature
+        (row,) = rows
+        columns = [
+            [row.get(spec.keys[0], MISSING) if len(spec.keys) == 1 else lookup(row, spec.keys)]
+            for spec in specs
+        ]
+        return Table(1, columns, _unknown(row, features.known, features.nested))
     columns = []
-    for spec in features.specs:
+    for spec in specs:
         if len(spec.keys) == 1:
             key = spec.keys[0]
             columns.append([row.get(key, MISSING) for row in rows])
         else:
             columns.append([lookup(row, spec.keys) for row in rows])
-    known = features.known
-    return Table(len(rows), columns, sum(_unknown(row, known) for row in rows))
+    known, below = features.known, features.nested
+    return Table(len(rows), columns, sum(_unknown(row, known, below) for row in rows))
 
 
-def _unknown(row: dict[str, Any], known: Trie) -> int:
+def _unknown(row: dict[str, Any], known: Trie, below: tuple[tuple[str, Trie], ...]) -> int:
+    """The fields of ``row`` no configured path names; ``below``: ``nested(known)``."""
     count = len(row.keys() - known.keys())
-    for key, below in known.items():
-        if below is not None and type(value := row.get(key)) is dict:
-            count += _unknown(value, below)
+    for key, trie in below:
+        if type(value := row.get(key)) is dict:
+            count += _unknown(value, trie, nested(trie))
     return count
 
 
@@ -107,6 +118,31 @@ def _response_rows(
         predictions.append(label)
         scores.append(score)
     return predictions, scores
+
+
+def _probability_rows(items: list[Any], prediction: PredictionConfig) -> list[list[float] | None]:
+    score_keys = tuple(prediction.score.split(".")) if prediction.score else None
+    pred_keys = tuple(prediction.path.split(".")) if prediction.path else None
+    found: list[list[float] | None] = []
+    for item in items:
+        if type(item) is dict:
+            keys = score_keys or pred_keys
+            item = lookup(item, keys) if keys else None
+        found.append(as_probabilities(item))
+    return found
+
+
+def read_kserve_v1_probabilities(
+    document: Any, prediction: PredictionConfig
+) -> list[list[float] | None]:
+    items = document.get("predictions") if type(document) is dict else None
+    return _probability_rows(items, prediction) if type(items) is list else []
+
+
+def read_json_probabilities(
+    document: Any, prediction: PredictionConfig
+) -> list[list[float] | None]:
+    return _probability_rows(document if type(document) is list else [document], prediction)
 
 
 def read_kserve_v1_response(

@@ -13,6 +13,7 @@ from driftline_sidecar.protocols._common import (
     Features,
     Table,
     UnparsableBody,
+    as_probabilities,
     as_score,
     index,
     interpret,
@@ -160,6 +161,21 @@ def read_v2_response(
             rows = _by_row(values, score_output.rows, score_output.width)
             scores = [interpret(row, None)[1] for row in rows]
     return predictions, scores
+
+
+def read_v2_probabilities(document: Any, prediction: PredictionConfig) -> list[list[float] | None]:
+    """Per row, the class probabilities of the score output (else of the
+    prediction output) when it holds two or more numbers a row."""
+    outputs = {t.name: t for t in _tensors(document, "outputs", "response")}
+    chosen = outputs.get(prediction.score) if prediction.score else None
+    if chosen is None:
+        chosen = outputs.get(prediction.path) if prediction.path else None
+    if chosen is None and prediction.path in (None, _DEFAULT_PREDICTION_PATH) and outputs:
+        chosen = next(iter(outputs.values()))
+    if chosen is None or chosen.width < 2:
+        return []
+    rows = _by_row(chosen.flat("response output"), chosen.rows, chosen.width)
+    return [as_probabilities(row) for row in rows]
 
 
 _DEFAULT_PREDICTION_PATH: Final = PredictionConfig.model_fields["path"].default

@@ -11,6 +11,7 @@ from driftline_operator.analysis.slo import judge_slo
 from driftline_operator.analysis.windows import Window
 from driftline_operator.api.events import Event
 from driftline_operator.api.spec import ModelMonitorSpec, Slo
+from driftline_operator.rollout.notices import verdict_notices
 from driftline_operator.stats.policy import DriftPolicy
 from driftline_operator.stats.verdict import judge_dataset
 from driftline_sidecar.contract.profile import NumericProfile, ReferenceProfile, SourceInfo
@@ -18,8 +19,10 @@ from driftline_sidecar.contract.snapshot import (
     LATENCY_BUCKETS,
     BinCounts,
     Histogram,
+    LayoutMismatch,
     ProcessInfo,
     Snapshot,
+    merge,
 )
 
 BOUNDS = np.asarray(LATENCY_BUCKETS)
@@ -378,3 +381,79 @@ def test_counts_binned_with_another_layout_are_reported_not_judged() -> None:
         now=30,
     )  # fmt: skip
     assert again.events == []
+
+
+def test_drift_window_running_total_is_the_ring_added_up_again() -> None:
+    ring, added = DriftWindow(seconds=120), []
+    for i in range(12):
+        codes = {"200": 10 + i} | ({"503": i} if i % 3 == 0 else {})
+        added.append(window(codes=codes, taken_at=1000.0 + 30 * i))
+        ring.add(added[-1])
+        merged = ring.merged()
+        again = merge([w.counts for w in added[-4:]])  # 120 s of 30 s windows
+        assert merged is not None and merged.seconds == 30 * len(added[-4:])
+        nonzero = {code: n for code, n in merged.counts.requests.items() if n}
+        assert nonzero == {code: n for code, n in again.requests.items() if n}
+        assert merged.counts.latency.counts == again.latency.counts
+        assert merged.counts.taken_at == again.taken_at  # the oldest window's, as merge gives
+
+
+def test_drift_window_with_counts_that_do_not_add_up_says_so_when_merged() -> None:
+    ring = DriftWindow(seconds=600)
+    first = window(codes={"200": 5})
+    ring.add(first)
+    ring.merged()
+    for taken_at, bins in ((1030.0, [1, 2, 3]), (1060.0, [1, 2])):
+        counts = {"taken_at": taken_at, "features": {"x": BinCounts(counts=bins)}}
+        ring.add(Window("stable", first.counts.model_copy(update=counts), 30, 1))
+    with pytest.raises(LayoutMismatch, match="different lengths"):
+        ring.merged()
+
+
+def test_attribution_drift_slo_bounds_the_distance_and_waits_for_explanations() -> None:
+    import numpy as np
+
+    from driftline_operator.stats.attribution import AttributionReference, attribution_drift
+
+    rule = Slo(name="reliance", metric="attributionDrift", max="20%")
+    reference = AttributionReference.from_values(["a", "b"], np.array([[1.0, 0.1], [2.0, 0.2]]))
+    moved, alike = reference.empty(), reference.empty()
+    moved.add(np.array([[0.1, 1.0]] * 10))
+    alike.add(np.array([[1.5, 0.15]] * 10))
+    judged = [
+        judge_slo(
+            rule,
+            short=None,
+            long=None,
+            attribution_drift=attribution_drift(
+                reference, counts, threshold=0.15, min_explanations=5
+            ),
+        )
+        for counts in (moved, alike, reference.empty())
+    ]
+    assert [s.verdict for s in judged] == ["breach", "ok", "insufficient_data"]
+    assert "attribution distance" in judged[0].message and "max 0.2" in judged[0].message
+    assert "0 rows explained" in judged[2].message
+    none = judge_slo(rule, short=None, long=None)
+    assert none.verdict == "insufficient_data" and "spec.explain" in none.message
+
+
+def test_verdict_changes_become_notices_with_the_status_figures() -> None:
+    ok, _ = run(interval(), None)
+    bad, _ = run(interval(slow=True, drifted=True), ok.memory)
+    assert [e.subject for e in bad.events if e.reason == "SLOBreached"] == ["slo/p95"]
+    status = bad.status.model_dump(by_alias=True, exclude_none=True)
+    notices = {
+        n.signal: n
+        for n in verdict_notices(bad.events, namespace="ml", monitor="fraud", status=status)
+    }
+    assert notices["slo/p95"].firing and notices["slo/p95"].severity == "critical"
+    assert notices["slo/p95"].numbers["value"] > notices["slo/p95"].numbers["objective"]
+    assert notices["drift"].firing and dict(notices["drift"].numbers) == {
+        "driftedShare": 1.0,
+        "drifted": 4,
+    }
+    good, _ = run(interval(), bad.memory)
+    status = good.status.model_dump(by_alias=True, exclude_none=True)
+    recovered = verdict_notices(good.events, namespace="ml", monitor="fraud", status=status)
+    assert {(n.signal, n.firing) for n in recovered} == {("slo/p95", False), ("drift", False)}

@@ -7,11 +7,13 @@ import socket
 import subprocess
 import urllib.request
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftline_operator.analysis.metrics import OperatorMetrics, serve
 from driftline_operator.api.status import SloStatus
+from driftline_operator.stats.attribution import AttributionReference, attribution_drift
 from driftline_operator.stats.verdict import DatasetDrift, FeatureDrift
 
 
@@ -107,6 +109,24 @@ def test_series_that_went_away_are_removed_and_forget_removes_the_rest() -> None
     left = {labels_ for _, labels_ in samples(metrics)}
     assert all(("monitor", "fraud") not in group for group in left)
     assert any(("monitor", "other") in group for group in left)
+
+
+def test_attribution_drift_is_a_gauge_only_while_judged() -> None:
+    metrics = OperatorMetrics()
+    reference = AttributionReference.from_values(["a", "b"], np.array([[1.0, 0.1], [2.0, 0.2]]))
+    window = reference.empty()
+    window.add(np.array([[0.1, 1.0]] * 10))
+    judged = attribution_drift(reference, window, threshold=0.15, min_explanations=5)
+    metrics.record_attributions("ml", "fraud", judged)
+    found = samples(metrics)
+    assert found[("driftline_operator_attribution_drift", labels())] == judged.distance
+    assert judged.distance is not None and judged.distance > 0.5
+    assert found[("driftline_operator_attribution_share", labels(feature="b"))] > 0.9
+    too_few = attribution_drift(reference, window, threshold=0.15, min_explanations=50)
+    metrics.record_attributions("ml", "fraud", too_few)
+    assert not any(
+        name.startswith("driftline_operator_attribution") for name, _ in samples(metrics)
+    )
 
 
 @pytest.mark.skipif(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from driftline_operator.analysis.windows import WindowTracker
 from driftline_operator.sources import Collection
-from driftline_sidecar.contract.snapshot import BinCounts, ProcessInfo, Snapshot
+from driftline_sidecar.contract.snapshot import BinCounts, ProcessInfo, Snapshot, delta, merge
 
 
 def cumulative(
@@ -100,3 +102,53 @@ def test_pods_whose_bins_do_not_add_up_are_skipped() -> None:
     assert windows.roles["stable"].counts.requests == {"200": 10}
     assert windows.roles["stable"].pods == 1
     assert "do not add up" in windows.skipped["b"]
+
+
+def _fleet(rng, at: float, previous: dict[str, Snapshot] | None) -> dict[str, Snapshot]:
+    """Four pods advanced by random counts; pod d restarts now and then, pod e
+    comes late, a 503 shows up on some pods only."""
+    pods = {}
+    for name in ("a", "b", "c", "d", "e"):
+        before = (previous or {}).get(name)
+        if name == "e" and at < 160:
+            continue
+        restart = name == "d" and rng.random() < 0.3
+        base = before if before is not None and not restart else None
+        codes = dict(base.requests) if base is not None else {}
+        for code in ("200", "503") if rng.random() < 0.5 else ("200",):
+            codes[code] = codes.get(code, 0) + int(rng.integers(0, 50))
+        bins = [int(x) for x in rng.integers(0, 20, 3)]
+        if base is not None:
+            bins = [x + y for x, y in zip(base.features["amount"].counts, bins, strict=True)]
+        pods[name] = Snapshot(
+            process=ProcessInfo(id=f"{name}-{at}" if base is None else base.process.id, pid=1,
+                                start_time=at - 1 if base is None else base.process.start_time),
+            taken_at=at, model="fraud", version="v1", role="stable", profile_sha256="abc",
+            requests=codes, features={"amount": BinCounts(counts=bins)},
+        )  # fmt: skip
+    return pods
+
+
+def test_windows_over_many_intervals_equal_the_pods_deltas_added_up() -> None:
+    # The tracker subtracts last time's sum instead of each pod's snapshot:
+    # the result must be what adding each pod's own window gives.
+    rng = np.random.default_rng(5)
+    tracker = WindowTracker()
+    previous: dict[str, Snapshot] = {}
+    for at in range(100, 400, 30):
+        current = _fleet(rng, float(at), previous)
+        windows = tracker.advance(collect(float(at), **current))
+        expected = [
+            delta(snap, previous.get(name))
+            for name, snap in sorted(current.items())
+            if name in previous or snap.process.start_time >= at - 30
+        ]
+        if at > 100:
+            stable = windows.roles["stable"]
+            total = merge(expected)
+            assert stable.counts.requests == total.requests
+            assert stable.counts.features == total.features
+            assert stable.pods == len(expected)
+            for name in windows.pods:
+                assert windows.pods[name] == delta(current[name], previous.get(name))
+        previous = current

@@ -213,6 +213,15 @@ FRAUD = {
         "comparison": {"maxDisagreement": 0.05},
     },
     "sidecar": {"adminPort": 9091, "resources": {"requests": {"cpu": "50m"}}},
+    "explain": {
+        "enabled": True,
+        "explanationsPerMinute": 120,
+        "minExplanations": 20,
+        "threshold": 0.15,
+        "timeout": "5s",
+        "reservoirSize": 64,
+        "reservoirWindow": "2m",
+    },
 }
 
 VALID = {
@@ -263,6 +272,14 @@ INVALID = {
     "zero rollout interval": ("rollout.interval", "0s"),
     "zero progress deadline": ("rollout.progressDeadline", "0.0m"),
     "zero bake time": ("rollout.bakeTime", "00s"),
+    "attribution threshold above 1": ("explain.threshold", 1.5),
+    "no explanations per minute": ("explain.explanationsPerMinute", 0),
+    "zero explanation timeout": ("explain.timeout", "0s"),
+    "empty reservoir": ("explain.reservoirSize", 0),
+    "reservoir above the sidecar's bound": ("explain.reservoirSize", 10_001),
+    "zero reservoir window": ("explain.reservoirWindow", "0s"),
+    "attribution distance above 1": ("rollout.comparison.maxAttributionDistance", 1.5),
+    "zero attribution distance": ("rollout.comparison.maxAttributionDistance", 0),
 }
 
 
@@ -275,6 +292,22 @@ def test_invalid_examples_fail_both(name: str):
     errors = schema_errors("spec", document)
     field = path.split(".")[-1]
     assert any(field in error for error in errors), errors
+
+
+def test_explanations_are_off_by_default_and_need_a_reference():
+    minimal = VALID["minimal"]
+    assert ModelMonitorSpec.model_validate(minimal).explain.enabled is False
+    with pytest.raises(ValidationError, match=r"explain.enabled needs spec.reference"):
+        ModelMonitorSpec.model_validate({**minimal, "explain": {"enabled": True}})
+
+
+def test_a_reservoir_window_longer_than_the_drift_window_is_refused():
+    # Each closed reservoir window is explained once: a longer one leaves drift windows empty.
+    with pytest.raises(ValidationError, match=r"explain.reservoirWindow 15m is longer than drift"):
+        ModelMonitorSpec.model_validate(changed("explain.reservoirWindow", "15m"))
+    off = changed("explain.reservoirWindow", "15m")
+    off["explain"]["enabled"] = False
+    assert ModelMonitorSpec.model_validate(off).explain.reservoir_window.seconds == 900
 
 
 @pytest.mark.parametrize(
@@ -354,3 +387,23 @@ def test_a_full_status_fits_the_status_schema():
     )
     assert schema_errors("status", status.model_dump(mode="json", by_alias=True)) == []
     assert schema_errors("status", {"phase": "Sleeping"})  # not a phase
+
+
+def test_the_canary_attribution_comparison_is_off_by_default_and_needs_explanations():
+    minimal = VALID["minimal"]
+    assert (
+        ModelMonitorSpec.model_validate(minimal).rollout.comparison.max_attribution_distance is None
+    )
+    compared = {**minimal, "rollout": {"comparison": {"maxAttributionDistance": 0.2}}}
+    with pytest.raises(
+        ValidationError,
+        match=r"rollout.comparison.maxAttributionDistance 0.2 needs explain.enabled",
+    ):
+        ModelMonitorSpec.model_validate(compared)
+    explained = {
+        **compared,
+        "reference": {"configMapRef": {"name": "ref"}},
+        "explain": {"enabled": True},
+    }
+    spec = ModelMonitorSpec.model_validate(explained)
+    assert spec.rollout.comparison.max_attribution_distance == 0.2

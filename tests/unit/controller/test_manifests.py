@@ -10,9 +10,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.api.spec import Explain, ModelMonitorSpec
 from driftline_operator.controller import manifests as render
-from driftline_sidecar.contract.config import RoutingConfig, SidecarConfig, load_config
+from driftline_sidecar.contract.config import (
+    ReservoirConfig,
+    RoutingConfig,
+    SidecarConfig,
+    load_config,
+)
 
 SPEC = ModelMonitorSpec.model_validate(
     {
@@ -62,6 +67,27 @@ def test_the_config_carries_the_model_and_sidecar_settings():
     assert config.prediction_log.path == "/var/log/driftline/predictions.jsonl"
     assert config.profile_path == "/etc/driftline/reference/fraud.json"
     assert config.routing == SidecarConfig.model_fields["routing"].default_factory()
+
+
+def test_the_reservoir_is_off_unless_explain_is_on():
+    config = render.sidecar_config(SPEC, profile_path=None)
+    assert config.reservoir == ReservoirConfig(enabled=False)  # nobody would read its rows
+
+
+def test_explain_sets_the_reservoirs_size_and_window():
+    explained = SPEC.model_copy(
+        update={
+            "explain": Explain.model_validate(
+                {"enabled": True, "reservoirSize": 32, "reservoirWindow": "1m30s"}
+            )
+        }
+    )
+    reservoir = render.sidecar_config(explained, profile_path=None).reservoir
+    assert (reservoir.enabled, reservoir.size, reservoir.window_seconds) == (True, 32, 90.0)
+    # Unset, they are the sidecar's own defaults.
+    defaults = SPEC.model_copy(update={"explain": Explain(enabled=True)})
+    rendered = render.sidecar_config(defaults, profile_path=None).reservoir
+    assert rendered == ReservoirConfig(enabled=True)
 
 
 def test_a_version_in_the_spec_goes_into_the_config():

@@ -1,5 +1,6 @@
 """Operator settings from DRIFTLINE_* variables, and the webhook's self-signed certificate."""
 
+import gc
 import os
 import socket
 import ssl
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from driftline_operator.controller.main import GC_THRESHOLDS, tune_garbage_collector
 from driftline_operator.controller.settings import (
     DEFAULT_SIDECAR_IMAGE,
     OperatorConfig,
@@ -55,6 +57,34 @@ def test_every_variable_is_read(tmp_path: Path):
     assert config.otlp_endpoint == "http://collector:4318"
 
 
+def test_prometheus_rule_labels_are_key_value_pairs():
+    config = OperatorConfig.from_env({"DRIFTLINE_PROMETHEUS_RULE_LABELS": "release=kps, team=ml"})
+    assert config.prometheus_rule_labels == {"release": "kps", "team": "ml"}
+    assert OperatorConfig().prometheus_rule_labels == {}
+
+
+def test_the_explanation_cap_and_workers_are_read():
+    assert (OperatorConfig().explanations_per_minute, OperatorConfig().explainer_processes) == (
+        600,
+        1,
+    )
+    config = OperatorConfig.from_env(
+        {"DRIFTLINE_EXPLANATIONS_PER_MINUTE": "30", "DRIFTLINE_EXPLAINER_PROCESSES": "2"}
+    )
+    assert (config.explanations_per_minute, config.explainer_processes) == (30, 2)
+    with pytest.raises(SettingsError, match="DRIFTLINE_EXPLANATIONS_PER_MINUTE='-1'"):
+        OperatorConfig.from_env({"DRIFTLINE_EXPLANATIONS_PER_MINUTE": "-1"})
+
+
+def test_the_explainer_url_sends_explanations_to_the_explainer_deployment():
+    assert OperatorConfig().explainer_url is None  # the operator's own worker processes
+    url = "http://dl-driftline-explainer.driftline-system.svc:8090"
+    assert OperatorConfig.from_env({"DRIFTLINE_EXPLAINER_URL": url}).explainer_url == url
+    for bad in ("dl-explainer:8090", "https://x/v1/explain", "http://x/v1/explain"):
+        with pytest.raises(SettingsError, match=f"DRIFTLINE_EXPLAINER_URL='{bad}'"):
+            OperatorConfig.from_env({"DRIFTLINE_EXPLAINER_URL": bad})
+
+
 def test_empty_variables_count_as_unset():
     assert OperatorConfig.from_env({"DRIFTLINE_NAMESPACE": "", "DRIFTLINE_WEBHOOK_PORT": " "}) == (
         OperatorConfig()
@@ -66,6 +96,7 @@ def test_empty_variables_count_as_unset():
     [
         ("DRIFTLINE_WEBHOOK_PORT", "https", "DRIFTLINE_WEBHOOK_PORT='https'"),
         ("DRIFTLINE_METRICS_PORT", "70000", "DRIFTLINE_METRICS_PORT='70000'"),
+        ("DRIFTLINE_PROMETHEUS_RULE_LABELS", "release", "expected key=value,key=value"),
     ],
 )
 def test_a_bad_value_names_its_variable(variable: str, value: str, expected: str):
@@ -166,3 +197,43 @@ def test_the_operator_refuses_bad_settings_with_the_variable_named():
     assert result.returncode == 2
     assert "DRIFTLINE_WEBHOOK_PORT='https'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_operator_collects_garbage_less_often_than_cpython_by_default() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_garbage_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # start-up's objects are left out of the scans
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_a_shard_names_its_namespaces_comma_separated() -> None:
+    config = OperatorConfig.from_env({"DRIFTLINE_SHARD_NAMESPACES": "ml-a, ml-b,,team-*"})
+    assert config.shard_namespaces == ("ml-a", "ml-b", "team-*")
+    assert OperatorConfig.from_env({}).shard_namespaces == ()
+
+
+def test_notification_receivers_are_read_and_their_files_checked(tmp_path: Path) -> None:
+    env = {
+        "DRIFTLINE_NOTIFICATION_RECEIVERS": "oncall=pagerduty,team=teams",
+        "DRIFTLINE_NOTIFICATION_DIR": str(tmp_path),
+        "DRIFTLINE_PAGERDUTY_URL": "http://127.0.0.1:1/v2/enqueue",
+    }
+    (tmp_path / "oncall").write_text("R0UT1NG")
+    with pytest.raises(
+        SettingsError, match=r"DRIFTLINE_NOTIFICATION_DIR=.*no file for receiver team"
+    ):
+        OperatorConfig.from_env(env)
+    (tmp_path / "team").write_text("https://example.invalid/hook")
+    config = OperatorConfig.from_env(env)
+    assert {r.name: r.type for r in config.receivers.values()} == {
+        "oncall": "pagerduty",
+        "team": "teams",
+    }
+    assert config.pagerduty_url == "http://127.0.0.1:1/v2/enqueue"
+    with pytest.raises(SettingsError, match="DRIFTLINE_NOTIFICATION_RECEIVERS='x=email'"):
+        OperatorConfig.from_env({**env, "DRIFTLINE_NOTIFICATION_RECEIVERS": "x=email"})
+    assert OperatorConfig.from_env({}).receivers == {}

@@ -16,6 +16,7 @@ from driftline_operator.rollout.compare import (
     score_distance,
     two_proportion_p_value,
 )
+from driftline_operator.stats.attribution import AttributionReference, PairedAttributions
 from driftline_sidecar.contract.snapshot import (
     LATENCY_BUCKETS,
     BinCounts,
@@ -264,3 +265,98 @@ def test_at_full_weight_the_canary_is_judged_against_stables_last_full_window():
     assert baseline.choose(empty, weight=100) == (full, True)
     assert baseline.choose(None, weight=100) == (full, True)
     assert StableBaseline().choose(None, weight=100) == (None, False)
+
+
+# -- what the candidate relies on ----------------------------------------------
+
+
+def paired(stable_scale: list[float], candidate_scale: list[float], n: int) -> PairedAttributions:
+    rng = np.random.default_rng(5)
+    signs = rng.choice([-1.0, 1.0], size=(n, len(stable_scale)))  # |SHAP| is the scale
+    reference = AttributionReference.from_values(["a", "b", "c"], signs * stable_scale)
+    pairs = PairedAttributions.empty(reference)
+    pairs.add(signs * stable_scale, signs * candidate_scale)
+    return pairs
+
+
+RELIANCE = Comparison(max_attribution_distance=0.2)
+
+
+def test_attributions_are_not_compared_unless_asked():
+    moved = paired([3, 1, 0.5], [0.5, 1, 3], 50)
+    stable, canary = window(ok=500), window(ok=500, role="canary")
+    verdict = compare(stable, canary, COMPARISON, attributions=moved, min_explanations=10)
+    assert "attributions" not in [c.name for c in verdict.checks]
+    assert verdict == compare(stable, canary, COMPARISON)
+
+
+def test_a_candidate_relying_on_other_features_fails():
+    moved = paired([3, 1, 0.5], [0.5, 1, 3], 50)
+    verdict = compare(
+        window(ok=500),
+        window(ok=500, role="canary"),
+        RELIANCE,
+        attributions=moved,
+        min_explanations=10,
+    )
+    assert verdict.verdict == "fail"
+    check = verdict.failed[0]
+    assert check.name == "attributions" and check.limit == 0.2
+    # shares (0.667, 0.222, 0.111) against (0.111, 0.222, 0.667): 0.556 of the reliance moved
+    assert check.candidate == pytest.approx(5 / 9)
+    assert "top stable a, b, c; canary c, b, a" in check.message
+    assert verdict.reason.startswith("CanaryWorse: attributions:")
+
+
+def test_the_same_reliance_louder_passes():
+    louder = paired([3, 1, 0.5], [6, 2, 1], 50)  # every attribution doubled: same shares
+    verdict = compare(
+        window(ok=500),
+        window(ok=500, role="canary"),
+        RELIANCE,
+        attributions=louder,
+        min_explanations=10,
+    )
+    assert verdict.verdict == "ok"
+    assert verdict.checks[-1].name == "attributions"
+    assert verdict.checks[-1].candidate == pytest.approx(0.0, abs=1e-12)
+    assert verdict.reason.endswith(
+        "reliance: total variation 0.000 between the attribution "
+        "shares on 50 rows explained against both (top stable a, b, c; "
+        "canary a, b, c); allowed 0.200"
+    )
+
+
+@pytest.mark.parametrize("explained", [None, 9])
+def test_too_few_rows_explained_on_both_holds_the_canary(explained):
+    pairs = None if explained is None else paired([3, 1, 0.5], [0.5, 1, 3], explained)
+    verdict = compare(
+        window(ok=500),
+        window(ok=500, role="canary"),
+        RELIANCE,
+        attributions=pairs,
+        min_explanations=10,
+    )
+    assert verdict.verdict == "insufficient_data"
+    assert verdict.reason == (
+        f"InsufficientExplanations: attributions: insufficient explanations: {explained or 0} "
+        "rows explained against both models, need 10 (spec.explain.minExplanations)"
+    )
+
+
+def test_a_failure_elsewhere_is_not_held_for_explanations():
+    verdict = compare(
+        window(ok=1000, errors=5),
+        window(ok=470, errors=30, role="canary"),
+        RELIANCE,
+        attributions=None,
+        min_explanations=10,
+    )
+    assert verdict.verdict == "fail"
+    assert [c.name for c in verdict.failed] == ["errorRate"]
+
+
+def test_paired_attributions_need_the_same_rows_on_both_sides():
+    pairs = paired([1, 1, 1], [1, 1, 1], 5)
+    with pytest.raises(ValueError, match="the same rows must be explained against both"):
+        pairs.add(np.ones((3, 3)), np.ones((2, 3)))

@@ -25,6 +25,7 @@ from driftline_operator.rollout.machine import (
 )
 from driftline_operator.rollout.routers import Router, RouteTarget
 from driftline_operator.sources import Collection, PodTarget
+from driftline_operator.stats.attribution import AttributionReference, PairedAttributions
 from driftline_sidecar.contract.snapshot import BinCounts, Histogram, ProcessInfo, Snapshot
 
 SPEC = ModelMonitorSpec.model_validate(
@@ -144,10 +145,21 @@ class Harness:
     async def record(self, fields: Mapping[str, Any]) -> None:
         self.monitor["status"].update(fields)
 
-    async def tick(self, now: float) -> RolloutOutcome:
+    async def tick(
+        self,
+        now: float,
+        *,
+        spec: ModelMonitorSpec = SPEC,
+        attributions: PairedAttributions | None = None,
+    ) -> RolloutOutcome:
         windows = self.tracker.advance(await self.source.collect(TARGETS, now=now))
         outcome = await self.loop.tick(
-            spec=SPEC, monitor=self.monitor, pods=[], windows=windows, now=now
+            spec=spec,
+            monitor=self.monitor,
+            pods=[],
+            windows=windows,
+            now=now,
+            attributions=attributions,
         )
         self.monitor["status"].update(outcome.status)
         return outcome
@@ -242,3 +254,45 @@ async def test_a_held_step_reasserts_its_weight_every_tick() -> None:
     held = await h.tick(5.0)  # no traffic yet: nothing to decide on
     assert held.verdict is not None and held.verdict.verdict == "insufficient_data"
     assert h.workloads.taken == [StartCanary(), SetWeight(50.0), SetWeight(50.0)]
+
+
+# The same rows explained against both models: stable leans on a, the canary on c.
+RELIANCE_SPEC = ModelMonitorSpec.model_validate(
+    {
+        **SPEC.model_dump(by_alias=True, exclude_none=True),
+        "reference": {"configMapRef": {"name": "m-reference"}},
+        "explain": {"enabled": True, "minExplanations": 10},
+        "rollout": {
+            **SPEC.rollout.model_dump(by_alias=True, exclude_none=True),
+            "comparison": {"maxAttributionDistance": 0.2},
+        },
+    }
+)
+
+
+def reliance(rows: int) -> PairedAttributions:
+    reference = AttributionReference.from_values(["a", "b", "c"], [[3.0, 1.0, 0.1]] * 4)
+    pairs = PairedAttributions.empty(reference)
+    pairs.add([[3.0, 1.0, 0.1]] * rows, [[0.1, 1.0, 3.0]] * rows)
+    return pairs
+
+
+@pytest.mark.asyncio
+async def test_a_canary_relying_on_other_features_waits_for_explanations_then_rolls_back() -> None:
+    h = Harness()
+    await h.tick(0.0, spec=RELIANCE_SPEC)
+    h.source.serve("stable", 500)
+    h.source.serve("canary", 500)
+    waiting = await h.tick(10.0, spec=RELIANCE_SPEC, attributions=reliance(3))
+    assert waiting.verdict is not None and waiting.verdict.verdict == "insufficient_data"
+    assert waiting.verdict.reason.startswith("InsufficientExplanations:")
+    assert h.state.weight == 50.0 and h.state.failures == 0
+    for now in (20.0, 30.0):
+        h.source.serve("stable", 500)
+        h.source.serve("canary", 500)
+        tick = await h.tick(now, spec=RELIANCE_SPEC, attributions=reliance(12))
+    assert h.state.phase == "Failed"
+    assert tick.decision is not None and tick.decision.event is not None
+    assert tick.decision.event.reason == "RolledBack"
+    assert "attributions: reliance: total variation" in tick.decision.event.message
+    assert h.workloads.taken[-2:] == [SetWeight(0.0), ScaleCanaryToZero()]

@@ -390,3 +390,25 @@ def test_an_extractor_reused_across_requests_gives_the_same_as_extract() -> None
         assert extractor(body, None) == extract(
             body, None, protocol="auto", features=[AMOUNT, COUNTRY], prediction=PredictionConfig()
         )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"amount": NaN}', "nan"),  # Python's json writes these; orjson refuses them
+        (b'{"amount": -Infinity}', "-inf"),
+        ('{"amount": 2}'.encode("utf-16"), "2"),
+        (b'{"amount": 1e400}', "inf"),
+    ],
+)
+def test_json_the_fast_parser_refuses_is_still_read(body: bytes, expected: str) -> None:
+    extracted = extract(
+        body, None, protocol="json", features=[AMOUNT], prediction=PredictionConfig()
+    )
+    assert [str(value) for value in extracted.features["amount"]] == [expected]
+
+
+@pytest.mark.parametrize("body", [b'{"amount": 1', b"\xff{}", b"[" * 100_000])
+def test_bodies_neither_parser_reads_are_unparsable(body: bytes) -> None:
+    with pytest.raises(UnparsableBody):
+        extract(body, None, protocol="json", features=[AMOUNT], prediction=PredictionConfig())

@@ -183,6 +183,17 @@ def test_named_port_is_taken_over():
     assert original == pod()  # the input is not modified
 
 
+def test_a_target_knows_its_models_own_port_from_the_injected_sidecar():
+    """The explainer asks the model there, never through the proxy."""
+    result, _ = injected(pod())
+    result["metadata"]["name"] = "fraud-0"
+    result["status"] = {"phase": "Running", "podIP": "10.0.0.7"}
+    [target] = inject.pod_targets([result], monitor())
+    assert (target.model_host, target.model_port) == ("10.0.0.7", 8000)
+    result["spec"]["containers"][1]["args"] = ["--config", "/etc/driftline/sidecar.yaml"]
+    assert inject.pod_targets([result], monitor())[0].model_port is None
+
+
 def test_sidecar_container_is_locked_down():
     result, _ = injected(pod())
     sidecar = sidecar_of(result)

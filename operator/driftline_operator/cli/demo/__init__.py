@@ -1,7 +1,7 @@
 """``driftline demo``: Driftline's main job on one machine, no cluster needed.
 
-- ``driftline demo [--scenario healthy|latency|errors|drift] ...``: a canary
-  rollout judged and driven by the operator's own code (``demo.story``);
+- ``driftline demo [--scenario healthy|latency|errors|drift|quality|reliance] ...``:
+  a canary rollout judged and driven by the operator's own code (``demo.story``);
 - ``driftline demo --serve ...``: one model server behind its sidecar, left
   running so you can look at its metrics, snapshot and config (``demo.serve``).
   Its own flags (``--port``, ``--requests``, …) imply ``--serve``, so the

@@ -35,6 +35,8 @@ from driftline_operator.cli.demo.training import N_FEATURES, Serving
 READY_TIMEOUT = 60.0  # a loaded 2-core machine starts Python slowly
 STOP_TIMEOUT = 15.0
 FEATURE_BINS = [-1.0, -0.5, 0.0, 0.5, 1.0]
+# The explanations' sample of rows: a window closes every 2 s, so each tick finds new rows.
+RESERVOIR = {"window_seconds": 2.0, "size": 12}
 
 
 class FleetError(RuntimeError):
@@ -114,6 +116,9 @@ class Pod:
     admin_url: str
     model_url: str
     revision: str
+
+
+CLASSES = ("ok", "fraud")  # what the demo model answers
 
 
 class Fleet:
@@ -259,7 +264,15 @@ class Fleet:
             "admin": f"127.0.0.1:{admin_port}",
             "admin_token_sha256": hashlib.sha256(self.token.encode()).hexdigest(),
             "tracing": {"sample_ratio": 0.0},  # the demo exports no spans: spare the CPU
+            "reservoir": RESERVOIR,
             "prediction_log": {"enabled": False},
+            "feedback": {  # the traffic's labels (--scenario quality) join here
+                "enabled": True,
+                "classes": list(CLASSES),
+                "positive_class": "fraud",
+                "max_pending": 100_000,
+                "path": str(self.workdir / f"{role}-pending.bin"),
+            },
         }
         if canary_url is not None:
             document["routing"] = {"canary_url": canary_url, "canary_weight": 0.0}

@@ -19,8 +19,19 @@ and ``/healthz``. ``--latency-ms`` and ``--error-rate`` (or ``DEMO_LATENCY_MS``,
 ``DEMO_ERROR_RATE``) slow down or fail prediction calls; ``POST /control``
 ``{"latency_ms": .., "error_rate": ..}`` changes them while the server runs
 (the rollout benchmark breaks a canary at a known instant this way), and
-``GET /control`` reads them. ``--weights FILE`` serves weights trained
+``GET /control`` reads them and how many prediction requests were served
+(``predict_requests``: the explainer's tests count its requests with it). ``--weights FILE`` serves weights trained
 elsewhere (JSON ``{"weights": [...], "bias": b}``) instead of seeded ones.
+``--sklearn FILE`` serves a scikit-learn estimator saved with ``joblib.dump``
+(a classifier answers its positive class's probability, a regressor its
+value; over KServe v1 a classifier of more than two classes answers every
+class's probability, as predict_proba): the explainer's tests and benchmark
+explain a tree model through it, the multiclass quality tests label one.
+``--server-timing`` adds a ``Server-Timing`` header to prediction answers
+with the time this server spent on each stage (``preprocess``: reading the
+JSON; ``predict``: the model), as model servers that report their stages do;
+``/echo`` answers a request's ``x-echo-server-timing`` header back as
+``Server-Timing`` (for malformed ones).
 ``--gzip-min-bytes N`` gzips answers of N bytes or more to clients that accept
 gzip, with Starlette's ``GZipMiddleware`` as MLServer does.
 
@@ -35,6 +46,7 @@ import json
 import os
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
@@ -81,6 +93,11 @@ class Classifier:
     def probability(self, rows: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(rows @ self.weights + self.bias)))
 
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """Every class's probability per row, as scikit-learn's predict_proba."""
+        p = self.probability(rows)
+        return np.column_stack([1.0 - p, p])
+
     def matrix(self, rows: Sequence[Any]) -> np.ndarray:
         """Rows as lists or as ``{name: value}`` dicts (absent names are 0)."""
         names = self.feature_names
@@ -93,6 +110,30 @@ class Classifier:
         return matrix
 
 
+class SklearnModel(Classifier):
+    """A scikit-learn estimator from a ``joblib`` file, behind the same interface."""
+
+    def __init__(self, path: str) -> None:
+        import joblib  # scikit-learn's: only when a model file is served
+
+        try:
+            self.estimator = joblib.load(path)
+            width = int(self.estimator.n_features_in_)
+        except (OSError, ValueError, AttributeError, EOFError) as error:
+            raise SystemExit(f"--sklearn {path}: {error}; expected a fitted estimator") from None
+        self.feature_names = [f"f{i}" for i in range(width)]
+
+    def probability(self, rows: np.ndarray) -> np.ndarray:
+        if hasattr(self.estimator, "predict_proba"):
+            return np.asarray(self.estimator.predict_proba(rows)[:, -1], dtype=np.float64)
+        return np.asarray(self.estimator.predict(rows), dtype=np.float64)
+
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        if hasattr(self.estimator, "predict_proba"):
+            return np.asarray(self.estimator.predict_proba(rows), dtype=np.float64)
+        return super().probabilities(rows)
+
+
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
@@ -101,11 +142,18 @@ class ModelServer:
     """The ASGI app."""
 
     def __init__(
-        self, *, model: Classifier, latency_ms: float = 0.0, error_rate: float = 0.0
+        self,
+        *,
+        model: Classifier,
+        latency_ms: float = 0.0,
+        error_rate: float = 0.0,
+        server_timing: bool = False,
     ) -> None:
         self.model = model
+        self.server_timing = server_timing
         self.latency = latency_ms / 1000.0
         self.error_rate = error_rate
+        self.predict_requests = 0
 
     def faults(self) -> dict[str, float]:
         return {"latency_ms": self.latency * 1000.0, "error_rate": self.error_rate}
@@ -143,13 +191,16 @@ class ModelServer:
             await self._predict(path, body, send)
 
     async def _predict(self, path: str, body: bytes, send: Send) -> None:
+        self.predict_requests += 1
         if self.latency:
             await asyncio.sleep(self.latency)
         if self.error_rate and random.random() < self.error_rate:
             await _json(send, 500, {"error": "injected failure"})
             return
+        began = time.perf_counter()
         try:
             document = json.loads(body)
+            parsed = time.perf_counter()
             if _KSERVE.match(path):
                 answer = self._kserve(document)
             elif match := _V2.match(path):
@@ -162,7 +213,12 @@ class ModelServer:
         except (ValueError, KeyError, TypeError) as error:
             await _json(send, 400, {"error": f"bad request: {error}"})
             return
-        await _json(send, 200, answer)
+        headers = []
+        if self.server_timing:
+            preprocess, predict = (parsed - began) * 1000, (time.perf_counter() - parsed) * 1000
+            timing = f"preprocess;dur={preprocess:.3f}, predict;dur={predict:.3f}"
+            headers.append((b"server-timing", timing.encode()))
+        await _json(send, 200, answer, headers)
 
     async def _control(self, method: str, body: bytes, send: Send) -> None:
         if method == "POST":
@@ -174,15 +230,14 @@ class ModelServer:
         elif method != "GET":
             await _json(send, 405, {"error": "use GET or POST"})
             return
-        await _json(send, 200, self.faults())
+        await _json(send, 200, {**self.faults(), "predict_requests": self.predict_requests})
 
     def _kserve(self, document: dict[str, Any]) -> dict[str, Any]:
         rows = document.get("instances", document.get("inputs"))
         if not isinstance(rows, list):
             raise ValueError("expected a list of rows in instances or inputs")
-        p = self.model.probability(self.model.matrix(rows))
-        # Like scikit-learn's predict_proba: [P(class 0), P(class 1)] per row.
-        return {"predictions": np.column_stack([1.0 - p, p]).tolist()}
+        # Like scikit-learn's predict_proba: [P(class 0), P(class 1), ...] per row.
+        return {"predictions": self.model.probabilities(self.model.matrix(rows)).tolist()}
 
     def _v2(self, name: str, document: dict[str, Any]) -> dict[str, Any]:
         tensor = document["inputs"][0]
@@ -223,6 +278,9 @@ class ModelServer:
             (b"content-length", str(len(body)).encode()),
             (b"x-echo-request", json.dumps(seen).encode()),
         ]
+        headers += [
+            (b"server-timing", v) for k, v in scope["headers"] if k == b"x-echo-server-timing"
+        ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -249,9 +307,12 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def _json(send: Send, status: int, document: Any) -> None:
+async def _json(
+    send: Send, status: int, document: Any, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps(document).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -263,6 +324,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--features", type=int, default=4, help="number of numeric features")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--weights", help="JSON file of trained weights (overrides --seed)")
+    parser.add_argument("--sklearn", help="a scikit-learn estimator saved with joblib.dump")
     parser.add_argument(
         "--latency-ms", type=float, default=float(os.environ.get("DEMO_LATENCY_MS", "0"))
     )
@@ -274,6 +336,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="gzip answers of at least this many bytes when the client accepts gzip",
     )
+    parser.add_argument(
+        "--server-timing",
+        action="store_true",
+        help="report the preprocess and predict stages in a Server-Timing header",
+    )
     return parser.parse_args(argv)
 
 
@@ -281,7 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not 0.0 <= args.error_rate <= 1.0:
         raise SystemExit(f"--error-rate {args.error_rate}: expected a fraction between 0 and 1")
-    if args.weights:
+    model: Classifier
+    if args.sklearn:
+        model = SklearnModel(args.sklearn)
+    elif args.weights:
         model = Classifier.from_file(args.weights)
         if len(model.feature_names) != args.features:
             raise SystemExit(
@@ -294,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model=model,
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
+        server_timing=args.server_timing,
     )
     served: Any = app
     if args.gzip_min_bytes is not None:

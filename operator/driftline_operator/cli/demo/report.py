@@ -9,6 +9,7 @@ from driftline_operator.analysis.windows import Window
 from driftline_operator.api.spec import Rollout, Slo
 from driftline_operator.cli.demo.fleet import Fleet
 from driftline_operator.rollout.compare import ComparisonVerdict
+from driftline_operator.stats.attribution import PairedAttributions
 
 if TYPE_CHECKING:  # story imports this module
     from driftline_operator.cli.demo.story import Tick
@@ -45,7 +46,14 @@ def header(*, scenario: str, fleet: Fleet, spec: Rollout, slos: list[Slo], rps: 
             f"{spec.progress_deadline}; router sidecar (PUT /v1/config with the admin token)",
             f"  judged by  error rate +{c.max_error_rate_increase:.0%} and p95 "
             f"+{c.max_latency_increase} over stable, score Jensen-Shannon <= "
-            f"{c.max_score_drift:g}; SLOs {slo_text}",
+            f"{c.max_score_drift:g}"
+            + (
+                f", attribution distance <= {c.max_attribution_distance:g} (SHAP of the same "
+                "sampled rows against both models)"
+                if c.max_attribution_distance is not None
+                else ""
+            )
+            + f"; SLOs {slo_text}",
             f"  expected   {expected}; logs in {fleet.workdir}",
             "",
         ]
@@ -60,10 +68,16 @@ def tick(number: int, t: Tick, *, started: float, steps: int) -> str:
         where = "start"
     line = f"[{elapsed:5.0f}s] tick {number:<2} {where:<22}"
     line += f" stable {_window(t.stable)}  canary {_window(t.canary)}"
-    js = _score_drift(t.verdict)
+    js = _figure(t.verdict, "scoreDrift")
     if js is not None:
         line += f"  score JS {js:.3f}"
+    reliance = _figure(t.verdict, "attributions")
+    if reliance is not None:
+        line += f"  attributions TV {reliance:.3f}"
     lines = [line]
+    if t.estimated:
+        shown = ", ".join(f"{role} {value:.1%}" for role, value in sorted(t.estimated.items()))
+        lines.append(f"         accuracy estimated from scores alone (CBPE, no labels): {shown}")
     if t.stable_is_last_full_window:
         lines.append(
             "         (at 100% stable serves nothing: canary judged against stable's last full window)"
@@ -91,11 +105,31 @@ def _window(window: Window | None) -> str:
     return f"{f.requests:>4} req p95 {p95:>7} err {errors:>5}"
 
 
-def _score_drift(verdict: ComparisonVerdict | None) -> float | None:
+def _figure(verdict: ComparisonVerdict | None, name: str) -> float | None:
+    """The candidate's figure of check ``name`` (scoreDrift: Jensen-Shannon;
+    attributions: total variation), None when it was not judged."""
     for check in verdict.checks if verdict is not None else ():
-        if check.name == "scoreDrift" and check.candidate is not None:
+        if check.name == name and check.candidate is not None:
             return check.candidate
     return None
+
+
+def attributions(paired: PairedAttributions | None, limit: float) -> str:
+    """Both models' attribution profiles: each feature's share of the mean |SHAP|."""
+    if paired is None or not paired.explained:
+        return "\nWhat each model relies on: no rows were explained against both models."
+    stable, canary = paired.shares()
+    lines = [
+        f"\nWhat each model relies on: each feature's share of the mean |SHAP|, over "
+        f"{paired.explained} live rows explained against both models",
+        f"  {'feature':<8} {'stable':>7} {'canary':>7}",
+    ]
+    for name in sorted(stable, key=lambda f: (-stable[f], f)):
+        lines.append(f"  {name:<8} {stable[name]:>7.1%} {canary[name]:>7.1%}")
+    distance = paired.distance()
+    verdict = "the candidate relies on other features" if distance > limit else "alike"
+    lines.append(f"  total variation {distance:.3f} (fails above {limit:g}): {verdict}")
+    return "\n".join(lines)
 
 
 def _slo(slo: Slo) -> str:

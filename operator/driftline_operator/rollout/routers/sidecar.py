@@ -11,6 +11,7 @@ the router reads it (`GET /v1/config`) and changes only `routing`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,7 @@ from driftline_operator.kube import (
     DEPLOYMENTS,
     PODS,
     SERVICES,
+    NotFound,
     Obj,
     aget,
     alist_objects,
@@ -46,17 +48,24 @@ class SidecarRouter:
         await self._push(target, routing)
 
     async def get_weight(self, target: RouteTarget) -> float:
-        document = _document(
-            await aget(self.api, CONFIGMAPS, target.namespace, _cm(target)), target
-        )
+        try:
+            config_map = await aget(self.api, CONFIGMAPS, target.namespace, _cm(target))
+        except NotFound:
+            return 0.0  # no ConfigMap tells a starting sidecar to split
+        document = _document(config_map, target)
         return float((document.get("routing") or {}).get("canary_weight", 0.0))
 
     async def finalize(self, target: RouteTarget) -> None:
         # Only the weight: weight 0 needs no canary URL, so finalizing works
         # even when the canary's Service is already gone.
         routing = {"canary_weight": 0.0}
-        await self._write_config_map(target, routing)
-        await self._push(target, routing)
+        # What is already gone (with its namespace) holds no weight: a missing
+        # ConfigMap starts no sidecar with one, a missing stable Deployment runs
+        # no pods; the running pods of one still there are told.
+        with contextlib.suppress(NotFound):
+            await self._write_config_map(target, routing)
+        with contextlib.suppress(NotFound):
+            await self._push(target, routing)
 
     async def _canary_url(self, target: RouteTarget) -> str:
         port = target.canary_port

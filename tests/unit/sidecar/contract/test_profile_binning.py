@@ -92,3 +92,46 @@ def test_every_binning_path_agrees_with_numpy_histogram(size, n_edges):
     assert batch.counts == expected.tolist()
     assert batch.missing == size - present.size
     assert batch.out_of_range == np.count_nonzero((present < 5.0) | (present > 50.0))
+
+
+def _binned_one_by_one(values, categories):
+    """The contract spelled out value by value: the reference for the fast path."""
+    counts, missing = [0] * (len(categories) + 1), 0
+    for value in values:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            missing += 1
+        else:
+            text = str(value)
+            counts[categories.index(text) if text in categories else -1] += 1
+    return counts, missing
+
+
+def test_categorical_binning_tells_one_from_true_and_from_one_point_zero():
+    # 1 == 1.0 == True as dict keys, but their strings differ
+    batch = bin_categorical([1, True, 1.0, "True", "1", True], ["1", "True", "1.0"])
+
+    assert batch.counts == [2, 3, 1, 0]
+
+
+@pytest.mark.parametrize("size", [10, 5_000])
+@pytest.mark.parametrize("n_categories", [3, 300])
+def test_categorical_binning_agrees_with_a_value_by_value_count(size, n_categories):
+    rng = np.random.default_rng(size + n_categories)
+    categories = [f"v{i}" for i in range(n_categories)]
+    pool = [*categories, "unlisted", "", 7, 7.0, False, None, float("nan"), "x" * 500]
+    values = [pool[i] for i in rng.integers(0, len(pool), size)]
+    expected_counts, expected_missing = _binned_one_by_one(values, categories)
+
+    for _ in range(2):  # the second time, the values seen are remembered
+        batch = bin_categorical(values, categories)
+        assert batch.counts == expected_counts
+        assert batch.missing == expected_missing
+        assert batch.out_of_range == expected_counts[-1]
+
+
+def test_categorical_binning_stays_exact_past_the_values_it_remembers():
+    values = [f"id-{i}" for i in range(20_000)] + ["a"] * 10
+    batch = bin_categorical(values, ["a", "id-19999"])
+    again = bin_categorical(iter(values), ["a", "id-19999"])  # any iterable
+
+    assert batch.counts == again.counts == [10, 1, 19_999]

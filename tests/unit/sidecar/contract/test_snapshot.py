@@ -5,10 +5,12 @@ import pytest
 from driftline_sidecar.contract.snapshot import (
     LATENCY_BUCKETS,
     BinCounts,
+    LayoutMismatch,
     ProcessInfo,
     Snapshot,
     delta,
     merge,
+    roll,
 )
 
 
@@ -75,3 +77,64 @@ def test_shadow_comparison_counts_add_and_subtract_like_the_rest():
     assert (both.shadow.mirrored, both.shadow.compared, both.shadow.agreed) == (16, 14, 12)
     assert both.shadow.shadow_latency.counts[3] == 14
     assert both.shadow.shadow_latency.bounds == list(LATENCY_BUCKETS)
+
+
+def test_roll_adds_and_takes_away_windows_like_merging_the_rest_again():
+    one = snapshot("a", ok=3, bins=[1, 0, 0], taken_at=1)
+    two = snapshot("b", ok=4, bins=[0, 1, 5], taken_at=2)
+    two.requests["503"] = 2
+    three = snapshot("c", ok=1, bins=[2, 2, 2], taken_at=3)
+
+    rolled = roll(merge([one, two]), added=[three], removed=[one], like=two)
+    again = merge([two, three])
+
+    assert rolled.features == again.features
+    assert rolled.requests == again.requests
+    assert (rolled.taken_at, rolled.process) == (again.taken_at, again.process)
+
+
+def test_an_optional_part_one_window_lacks_counts_as_zero():
+    with_prediction = snapshot("a", ok=1, bins=[1, 0, 0])
+    with_prediction.prediction = BinCounts(counts=[4, 1])
+    without = snapshot("b", ok=1, bins=[0, 0, 1])
+
+    assert merge([without, with_prediction]).prediction == BinCounts(counts=[4, 1])
+    assert merge([with_prediction, without]).prediction == BinCounts(counts=[4, 1])
+
+
+def test_counts_of_different_lengths_do_not_merge():
+    with pytest.raises(LayoutMismatch, match=r"different lengths \(2 and 3\)"):
+        merge([snapshot("a", ok=1, bins=[1, 0, 0]), snapshot("b", ok=1, bins=[1, 0])])
+
+
+def _with_features(process_id: str, features: dict[str, list[int]]) -> Snapshot:
+    window = snapshot(process_id, ok=1, bins=[0, 0, 0])
+    window.features = {
+        name: BinCounts(counts=c, missing=sum(c) % 3) for name, c in features.items()
+    }
+    return window
+
+
+@pytest.mark.parametrize("lacking", [False, True])
+def test_features_of_different_bin_counts_add_up_per_feature(lacking):
+    one = _with_features("a", {"amount": [1, 2, 3], "country": [4, 5], "age": [0, 1, 0]})
+    two = _with_features("b", {"amount": [10, 20, 30], "country": [1, 1], "age": [7, 7, 7]})
+    if lacking:  # a feature one pod has not counted yet counts as zero there
+        del two.features["age"]
+
+    total = merge([one, two])
+    window = delta(two, two.model_copy(update={"features": one.features}))
+
+    for name, feature in total.features.items():
+        parts = [w.features[name] for w in (one, two) if name in w.features]
+        assert feature.counts == [sum(c) for c in zip(*(p.counts for p in parts), strict=True)]
+        assert feature.missing == sum(p.missing for p in parts)
+    if not lacking:
+        assert window.features["country"].counts == [-3, -4]  # two's counts less one's
+
+
+def test_a_feature_binned_differently_by_one_pod_does_not_merge():
+    one = _with_features("a", {"amount": [1, 2, 3], "country": [4, 5]})
+    two = _with_features("b", {"amount": [1, 2], "country": [1, 1]})
+    with pytest.raises(LayoutMismatch, match=r"different lengths \(2 and 3\)"):
+        merge([one, two])
