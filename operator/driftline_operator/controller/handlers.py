@@ -416,10 +416,8 @@ async def _analyse_once(
 
 
 def _deleted(stopped: kopf.DaemonStopped, body: kopf.Body) -> bool:
-    reason = stopped.reason or kopf.DaemonStoppingReason.NONE
-    return bool(
-        reason & kopf.DaemonStoppingReason.RESOURCE_DELETED or body.metadata.get("deletionTimestamp")
-    )
+    deleting = kopf.DaemonStoppingReason.RESOURCE_DELETED in (stopped.reason or [])
+    return deleting or bool(body.metadata.get("deletionTimestamp"))
 
 
 # -- Pods: the admission webhook ---------------------------------------------------
