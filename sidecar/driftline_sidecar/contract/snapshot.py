@@ -216,41 +216,58 @@ def _total_of_count_models(
     """``_total`` of dicts of small models made of integers and lists of them
     (features -> BinCounts: most of a snapshot), a field at a time in numpy
     across all keys and values. None where that does not apply (a key some
-    dict lacks, another model, floats, lists that differ): the general path
-    then adds them up, or says what does not fit."""
-    values = [*plus, *minus]
-    if not keys or any(len(value) != len(keys) for value in values):
+    dict lacks, another model, lists that differ): the general path then adds
+    them up, or says what does not fit."""
+    dicts = [*plus, *minus]
+    if not keys or any(len(d) != len(keys) for d in dicts):
         return None
     try:
-        rows = [list(map(value.__getitem__, keys)) for value in values]
+        rows = [list(map(d.__getitem__, keys)) for d in dicts]
     except KeyError:
         return None
     model = type(rows[0][0])
-    if not issubclass(model, BaseModel) or any(type(m) is not model for row in rows for m in row):
+    if not (issubclass(model, BaseModel) and _is_count_model(model)) or set(
+        map(type, chain.from_iterable(rows))
+    ) != {model}:
         return None
     totals: dict[str, dict[str, Any]] = {key: {} for key in keys}
-    for name in _field_names(model):
+    for name, annotation in model.model_fields.items():
         field = attrgetter(name)
         table = [list(map(field, row)) for row in rows]
-        if all(type(v) is int for v in table[0]):
-            columns: dict[int, list[int]] = {0: list(range(len(keys)))}  # all at once
-        elif all(type(v) is list for v in table[0]):
-            columns = {}  # keys grouped by list length: one rectangular array each
-            for i, v in enumerate(table[0]):
-                columns.setdefault(len(v), []).append(i)
+        if annotation.annotation is int:
+            groups = {0: list(range(len(keys)))}  # all at once
         else:
-            return None
-        for group in columns.values():
-            try:
-                array = np.array([[row[i] for i in group] for row in table], dtype=np.int64)
-            except (TypeError, ValueError, OverflowError):  # not all integers, or ragged
+            groups = {}  # keys grouped by list length: one rectangular array each
+            for i, v in enumerate(table[0]):
+                groups.setdefault(len(v), []).append(i)
+        for length, group in groups.items():
+            part = table if len(group) == len(keys) else [[r[i] for i in group] for r in table]
+            numbers = chain.from_iterable(part)
+            if length:
+                if set(map(len, chain.from_iterable(part))) != {length}:
+                    return None  # lists that differ: the general path says which
+                numbers = chain.from_iterable(numbers)
+            shape = (len(part), len(group), *([length] if length else []))
+            try:  # fromiter converts the ints without building nested lists first
+                array = np.fromiter(numbers, np.int64, count=int(np.prod(shape))).reshape(shape)
+            except OverflowError:
                 return None
-            if array.dtype != np.int64 or array.ndim not in (2, 3):
-                return None
+            if len(part) * int(np.abs(array).max(initial=0)) >= _INT64_LIMIT:
+                return None  # the sum could overflow: Python's ints add them exactly
             total = array[: len(plus)].sum(axis=0) - array[len(plus) :].sum(axis=0)
             for i, v in zip(group, total.tolist(), strict=True):
                 totals[keys[i]][name] = v
     return totals
+
+
+_INT64_LIMIT = 2**63
+
+
+@cache
+def _is_count_model(model: type[BaseModel]) -> bool:
+    """A model whose fields are all ``int`` or ``list[int]`` (validated, so
+    numpy can take them as int64 without looking)."""
+    return all(f.annotation in (int, list[int]) for f in model.model_fields.values())
 
 
 def _total_of(plus: list[Any], minus: list[Any], part: Callable[[Any], Any]) -> Any:

@@ -135,3 +135,21 @@ def test_categorical_binning_stays_exact_past_the_values_it_remembers():
     again = bin_categorical(iter(values), ["a", "id-19999"])  # any iterable
 
     assert batch.counts == again.counts == [10, 1, 19_999]
+
+
+def test_categorical_binning_is_exact_whether_or_not_a_batch_holds_only_known_values():
+    rng = np.random.default_rng(7)
+    categories = ["1", "True", "a", "b"]
+    known = [categories[i] for i in rng.integers(0, 4, 1_000)] + [None] * 10
+    batches = [
+        known,
+        known,  # every value known now
+        [*known, "new"],  # one value never seen: counted, then remembered
+        [*known, "new"],
+        [*known, 1, True, 1.0, float("nan")],  # non-strings are never remembered
+        known,
+    ]
+    for values in batches:
+        expected_counts, expected_missing = _binned_one_by_one(values, categories)
+        batch = bin_categorical(values, categories)
+        assert (batch.counts, batch.missing) == (expected_counts, expected_missing)

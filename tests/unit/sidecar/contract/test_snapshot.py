@@ -138,3 +138,14 @@ def test_a_feature_binned_differently_by_one_pod_does_not_merge():
     two = _with_features("b", {"amount": [1, 2], "country": [1, 1]})
     with pytest.raises(LayoutMismatch, match=r"different lengths \(2 and 3\)"):
         merge([one, two])
+
+
+def test_counts_beyond_64_bits_still_add_up_exactly():
+    big = 2**63 - 1  # numpy's int64 overflows here: the general path adds them
+    one = _with_features("a", {"amount": [big, 0, 1], "country": [4, 5]})
+    two = _with_features("b", {"amount": [big, 1, 1], "country": [1, 1]})
+
+    total = merge([one, two])
+
+    assert total.features["amount"].counts == [2 * big, 1, 2]
+    assert total.features["country"].counts == [5, 6]
