@@ -219,35 +219,21 @@ def bin_categorical(values: Iterable[Any], categories: Sequence[str]) -> BinnedB
     ones go to the last ("other") bin and are also counted as out of range."""
     codes = _category_codes(tuple(categories))
     batch = _as_list(values)
-    tally = _tally_known(batch, codes) if codes.knows_all else None
-    if tally is None:
-        # One dict probe per value at C speed; only values these categories
-        # have not seen yet (and every non-string) are looked at in Python.
-        found = list(map(codes.get, batch, repeat(codes.unseen)))
-        tally, is_unseen = _tally(found, codes.unseen)
-        codes.knows_all = True
-        if tally[codes.unseen]:
-            unseen = list(compress(batch, is_unseen()))
-            # Keyed by type too: 1, 1.0 and True are one dict key but three strings.
-            for (_, value), count in Counter(zip(map(type, unseen), unseen, strict=True)).items():
-                tally[codes.learn(value)] += count
+    # One dict probe per value at C speed; only values these categories have
+    # not seen yet (and every non-string) are looked at in Python.
+    found = list(map(codes.get, batch, repeat(codes.unseen)))
+    tally, is_unseen = _tally(found, codes.unseen)
     counts, missing = tally[: codes.missing], tally[codes.missing]
+    if tally[codes.unseen]:
+        unseen = list(compress(batch, is_unseen()))
+        # Keyed by type too: 1, 1.0 and True are one dict key but three strings.
+        for (_, value), count in Counter(zip(map(type, unseen), unseen, strict=True)).items():
+            code = codes.learn(value)
+            if code == codes.missing:
+                missing += count
+            else:
+                counts[code] += count
     return BinnedBatch(counts=counts, missing=missing, out_of_range=counts[codes.other])
-
-
-def _tally_known(batch: list[Any] | tuple[Any, ...], codes: _CategoryCodes) -> list[int] | None:
-    """The tally of a batch whose every value ``codes`` holds already (most
-    batches, once the first few taught it the values), else None. Twice as
-    fast as probing with a default: ``map`` with one argument calls
-    ``__getitem__`` without building an argument tuple per value."""
-    if len(batch) < _TALLY_IN_NUMPY or codes.unseen >= 256:
-        return None
-    try:
-        known = np.frombuffer(bytes(map(codes.__getitem__, batch)), np.uint8)
-    except KeyError:
-        return None
-    tally: list[int] = np.bincount(known, minlength=codes.unseen + 1).tolist()
-    return tally
 
 
 def _as_list(values: Iterable[Any]) -> list[Any] | tuple[Any, ...]:
@@ -287,22 +273,16 @@ class _CategoryCodes(dict[Any, int]):
         self.missing = self.other + 1
         self.unseen = self.other + 2
         self[None] = self.missing
-        # Whether the last batch looked at taught it every value it met: if
-        # not, the next batch is unlikely to be all known values either.
-        self.knows_all = True
 
     def learn(self, value: Any) -> int:
         """The bin of ``value``, remembered when it is a short string."""
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            code = self.missing
-        elif not isinstance(value, str):
-            code = self.position.get(str(value), self.other)
-        else:
-            code = self.position.get(value, self.other)
-            if len(value) <= _REMEMBERED_CHARS and len(self) < _REMEMBERED:
-                self[value] = code
-                return code
-        self.knows_all = False
+            return self.missing
+        if not isinstance(value, str):
+            return self.position.get(str(value), self.other)
+        code = self.position.get(value, self.other)
+        if len(value) <= _REMEMBERED_CHARS and len(self) < _REMEMBERED:
+            self[value] = code
         return code
 
 
