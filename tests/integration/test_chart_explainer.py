@@ -149,6 +149,12 @@ def test_replicas_processes_and_placement_are_values(tmp_path: Path) -> None:
     )
     assert pod["nodeSelector"] == {"pool": "cpu"}
     assert operator_env(docs)["DRIFTLINE_EXPLAINER_URL"].endswith(".svc:9000")
+    # More than one replica: a drain keeps one, and the budget selects only explainers.
+    budget = named(docs, "PodDisruptionBudget", "dl-driftline-explainer")
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"] == explainer["spec"]["selector"]
+    operator = named(docs, "PodDisruptionBudget", "dl-driftline")
+    assert operator["spec"]["selector"] != budget["spec"]["selector"]
     lint = helm("lint", "--strict", values=values, tmp_path=tmp_path)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
