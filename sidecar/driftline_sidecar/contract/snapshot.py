@@ -226,9 +226,8 @@ def _total_of_count_models(
     except KeyError:
         return None
     model = type(rows[0][0])
-    if not (issubclass(model, BaseModel) and _is_count_model(model)) or set(
-        map(type, chain.from_iterable(rows))
-    ) != {model}:
+    same_model = set(map(type, chain.from_iterable(rows))) == {model}
+    if not (same_model and issubclass(model, BaseModel) and _is_count_model(model)):
         return None
     totals: dict[str, dict[str, Any]] = {key: {} for key in keys}
     for name, annotation in model.model_fields.items():
