@@ -30,6 +30,14 @@ sidecar work, so only same-run ratios mean anything): CPU per request at
 imported at start; aiohttp only at the first shadow mirror). The hot path
 compiled with mypyc (server, upstream, proxy) measured the same as pure
 Python within the noise: its cost is in uvloop, httptools and the kernel.
+Where the time goes at saturation (py-spy ``--gil``, 2026-12-02): 20 % in
+``transport.write`` of the request to the model (the send syscall), 7 % in
+the write to the client, 29 % in serving a request (``_serve``/``_answer``,
+forwarding included), 18 % in the capture worker (parsing, extracting,
+binning), the rest in the event loop. The RSS is mostly imports: numpy
+15 MB, prometheus_client 9 (with the http.server, ssl and email modules it
+imports), FastAPI and Starlette 6, uvicorn with click and watchfiles 5.5,
+pydantic 4-6.
 """
 
 from __future__ import annotations
