@@ -494,6 +494,36 @@ def read_config_map(api: ApiClient, namespace: str, name: str) -> dict[str, Any]
     return json.loads(response.data)
 
 
+def run_injected_sidecar(
+    api: ApiClient,
+    namespace: str,
+    monitor_name: str,
+    upstream: str,
+    workdir: Path,
+    *,
+    admin_port: int,
+    ip: str = "127.0.0.1",
+    adjust: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A sidecar run as injected into a pod at ``ip``: the config the operator
+    rendered for ``monitor_name`` (its prediction log in ``workdir``, then
+    ``adjust``ed), its admin port on that address; returns the process and
+    its proxy address."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_map = read_config_map(api, namespace, f"driftline-{monitor_name}-sidecar")
+    assert config_map is not None
+    config = yaml.safe_load(config_map["data"]["sidecar.yaml"])
+    config["prediction_log"]["path"] = str(workdir / "predictions.jsonl")
+    if adjust is not None:
+        adjust(config)
+    (workdir / "sidecar.yaml").write_text(yaml.safe_dump(config))
+    proxy = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "driftline_sidecar.main", "--config"]
+    command += [str(workdir / "sidecar.yaml"), "--upstream", upstream, "--listen", proxy]
+    command += ["--admin", f"{ip}:{admin_port}"]
+    return serve(command, f"http://{ip}:{admin_port}/healthz", workdir / "sidecar.log"), proxy
+
+
 def deployment(name: str, app: str, *, image: str, replicas: int, canary: bool) -> dict[str, Any]:
     track = "canary" if canary else "stable"
     labels = {"app": app, "track": track}

@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from _harness import (
     ApiServer,
     Operator,
@@ -31,7 +30,7 @@ from _harness import (
     free_port,
     get_monitor,
     monitor,
-    read_config_map,
+    run_injected_sidecar,
     serve,
     wait_for,
     wait_for_ready,
@@ -97,16 +96,7 @@ def test_the_daemon_collects_real_sidecars_into_status(
     wait_for_ready(api, ns, "live", status="True", reason="SidecarConfigured")
 
     # Run the sidecar exactly as injected: with the config the operator rendered.
-    config_map = read_config_map(api, ns, "driftline-live-sidecar")
-    assert config_map is not None
-    config = yaml.safe_load(config_map["data"]["sidecar.yaml"])
-    config["prediction_log"]["path"] = str(tmp_path / "predictions.jsonl")
-    (tmp_path / "sidecar.yaml").write_text(yaml.safe_dump(config))
-    proxy = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "driftline_sidecar.main", "--config"]
-    command += [str(tmp_path / "sidecar.yaml"), "--upstream", model, "--listen", proxy]
-    command += ["--admin", f"127.0.0.1:{ADMIN_PORT}"]
-    sidecar = serve(command, f"http://127.0.0.1:{ADMIN_PORT}/healthz", tmp_path / "sidecar.log")
+    sidecar, proxy = run_injected_sidecar(api, ns, "live", model, tmp_path, admin_port=ADMIN_PORT)
     try:
         core = CoreV1Api(api)
         start_pod(core, ns, "live-0", "127.0.0.1")
@@ -165,16 +155,7 @@ def test_data_quality_reaches_status_events_metrics_and_slos(
     }
     create_monitor(api, ns, monitor("dq", spec))
     wait_for_ready(api, ns, "dq", status="True", reason="SidecarConfigured")
-    config_map = read_config_map(api, ns, "driftline-dq-sidecar")
-    assert config_map is not None
-    config = yaml.safe_load(config_map["data"]["sidecar.yaml"])
-    config["prediction_log"]["path"] = str(tmp_path / "predictions.jsonl")
-    (tmp_path / "sidecar.yaml").write_text(yaml.safe_dump(config))
-    proxy = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "driftline_sidecar.main", "--config"]
-    command += [str(tmp_path / "sidecar.yaml"), "--upstream", model, "--listen", proxy]
-    command += ["--admin", f"127.0.0.1:{admin_port}"]
-    sidecar = serve(command, f"http://127.0.0.1:{admin_port}/healthz", tmp_path / "sidecar.log")
+    sidecar, proxy = run_injected_sidecar(api, ns, "dq", model, tmp_path, admin_port=admin_port)
     try:
         start_pod(CoreV1Api(api), ns, "dq-0", "127.0.0.1", app="dq")
 
@@ -226,25 +207,6 @@ def test_data_quality_reaches_status_events_metrics_and_slos(
     assert float(series["driftline_operator_feature_missing_ratio"].rsplit(" ", 1)[1]) > 0.3
 
 
-def _sidecar_for(
-    api: Any, ns: str, monitor_name: str, model: str, workdir: Path, *, ip: str, admin_port: int
-) -> tuple[subprocess.Popen[bytes], str]:
-    """A sidecar run as injected into a pod at ``ip``: the rendered config, its
-    admin port on that address; returns the process and its proxy address."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_map = read_config_map(api, ns, f"driftline-{monitor_name}-sidecar")
-    assert config_map is not None
-    config = yaml.safe_load(config_map["data"]["sidecar.yaml"])
-    config["prediction_log"]["path"] = str(workdir / "predictions.jsonl")
-    (workdir / "sidecar.yaml").write_text(yaml.safe_dump(config))
-    proxy = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "driftline_sidecar.main", "--config"]
-    command += [str(workdir / "sidecar.yaml"), "--upstream", model, "--listen", proxy]
-    command += ["--admin", f"{ip}:{admin_port}"]
-    url = f"http://{ip}:{admin_port}/healthz"
-    return serve(command, url, workdir / "sidecar.log"), proxy
-
-
 def test_labels_reach_every_replica_and_join_where_they_were_served(
     apiserver: ApiServer, operator: Operator, model: str, tmp_path: Path
 ):
@@ -275,7 +237,9 @@ def test_labels_reach_every_replica_and_join_where_they_were_served(
     create_monitor(api, ns, monitor("labelled", spec))
     wait_for_ready(api, ns, "labelled", status="True", reason="SidecarConfigured")
     sidecars = [
-        _sidecar_for(api, ns, "labelled", model, tmp_path / f"pod{n}", ip=ip, admin_port=admin_port)
+        run_injected_sidecar(
+            api, ns, "labelled", model, tmp_path / f"pod{n}", ip=ip, admin_port=admin_port
+        )
         for n, ip in enumerate(("127.0.0.1", "127.0.0.2"))
     ]
     try:

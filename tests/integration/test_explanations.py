@@ -22,7 +22,6 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from _harness import (
     ApiServer,
     Operator,
@@ -31,7 +30,7 @@ from _harness import (
     free_port,
     get_monitor,
     monitor,
-    read_config_map,
+    run_injected_sidecar,
     serve,
     wait_for,
     wait_for_ready,
@@ -105,22 +104,16 @@ def explained_monitor(api: Any, ns: str, name: str, profile: str, admin_port: in
 def run_sidecar(
     api: Any, ns: str, name: str, model: str, profile: str, workdir: Path, admin_port: int
 ) -> tuple[subprocess.Popen[bytes], str]:
-    config_map = read_config_map(api, ns, f"driftline-{name}-sidecar")
-    assert config_map is not None
-    config = yaml.safe_load(config_map["data"]["sidecar.yaml"])
-    config["prediction_log"]["path"] = str(workdir / "predictions.jsonl")
-    # spec.explain's reservoir, as rendered by the operator: a window closes every second.
-    assert config["reservoir"] == {"enabled": True, "size": 128, "window_seconds": 1.0}
-    # In a pod the profile is mounted from its ConfigMap; here it is a file alike.
-    (workdir / "profile.json").write_text(profile)
-    config["profile_path"] = str(workdir / "profile.json")
-    (workdir / "sidecar.yaml").write_text(yaml.safe_dump(config))
-    proxy = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "driftline_sidecar.main", "--config"]
-    command += [str(workdir / "sidecar.yaml"), "--upstream", model, "--listen", proxy]
-    command += ["--admin", f"127.0.0.1:{admin_port}"]
-    process = serve(command, f"http://127.0.0.1:{admin_port}/healthz", workdir / "sidecar.log")
-    return process, proxy
+    def mount_profile(config: dict[str, Any]) -> None:
+        # spec.explain's reservoir, as rendered by the operator: a window closes every second.
+        assert config["reservoir"] == {"enabled": True, "size": 128, "window_seconds": 1.0}
+        # In a pod the profile is mounted from its ConfigMap; here it is a file alike.
+        (workdir / "profile.json").write_text(profile)
+        config["profile_path"] = str(workdir / "profile.json")
+
+    return run_injected_sidecar(
+        api, ns, name, model, workdir, admin_port=admin_port, adjust=mount_profile
+    )
 
 
 def start_pod(api: Any, ns: str, name: str, app: str, upstream: str) -> None:
