@@ -17,10 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from driftline_sidecar.contract import metric_names as names
 from tests.component.conftest import running_model, wait_until
-from tests.component.test_tracing import OtlpReceiver
 
 if TYPE_CHECKING:
-    from tests.component.conftest import ModelServer, Sidecar
+    from tests.component.conftest import ModelServer, OtlpReceiver, Sidecar
 
 ROW = {"f0": 0.1, "f1": -0.3, "f2": 1.2, "f3": 0.4}
 N = 20
@@ -30,15 +29,6 @@ N = 20
 def timed_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
     with running_model(tmp_path_factory.mktemp("timed"), "--server-timing") as server:
         yield server
-
-
-@pytest.fixture
-def otlp() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
-    try:
-        yield receiver
-    finally:
-        receiver.close()
 
 
 def samples(sidecar: Sidecar) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
