@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from _loopback import serving_posts
 from aiohttp import web
 
 from driftline_operator.analysis.metrics import OperatorMetrics
@@ -134,16 +135,8 @@ class Loopback:
 @pytest_asyncio.fixture
 async def loopback() -> AsyncIterator[Loopback]:
     receiver = Loopback()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    receiver.url = f"http://127.0.0.1:{port}"
-    yield receiver
-    await runner.cleanup()
+    async with serving_posts("/{tail:.*}", receiver.handle) as receiver.url:
+        yield receiver
 
 
 def delivered(metrics: OperatorMetrics, receiver: str, outcome: str) -> float | None:

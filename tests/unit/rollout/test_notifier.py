@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from _loopback import serving_posts
 from aiohttp import web
 
 from driftline_operator.analysis.metrics import OperatorMetrics
@@ -60,17 +61,9 @@ class Hooks:
 @pytest_asyncio.fixture
 async def hooks(tmp_path: Path) -> AsyncIterator[Hooks]:
     receiver = Hooks()
-    app = web.Application()
-    app.router.add_post("/{name}", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    receiver.url = f"http://127.0.0.1:{port}"
-    yield receiver
-    receiver.release.set()
-    await runner.cleanup()
+    async with serving_posts("/{name}", receiver.handle) as receiver.url:
+        yield receiver
+        receiver.release.set()
 
 
 def notifier(hooks: Hooks, tmp_path: Path, metrics: OperatorMetrics, **options: int) -> Notifier:
