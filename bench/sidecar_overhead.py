@@ -26,7 +26,7 @@ throughput >= 0.7x direct, RSS <= 50 MB. Measured on a shared, heavily loaded
 2-core machine (three runs, with ``--baseline-src`` the tree before issue 14's
 sidecar work, so only same-run ratios mean anything): CPU per request at
 300 req/s 439-550 us against the baseline's 506-672 (2.6-2.8x nginx against
-2.97-3.36x); RSS 73 MB against 80 (numpy, pydantic, uvicorn and FastAPI are
+2.97-3.36x); RSS 73 MB against 80 (numpy, pydantic, uvicorn and FastAPI were
 imported at start; aiohttp only at the first shadow mirror). The hot path
 compiled with mypyc (server, upstream, proxy) measured the same as pure
 Python within the noise: its cost is in uvloop, httptools and the kernel.
@@ -36,8 +36,11 @@ the write to the client, 29 % in serving a request (``_serve``/``_answer``,
 forwarding included), 18 % in the capture worker (parsing, extracting,
 binning), the rest in the event loop. The RSS is mostly imports: numpy
 15 MB, prometheus_client 9 (with the http.server, ssl and email modules it
-imports), FastAPI and Starlette 6, uvicorn with click and watchfiles 5.5,
-pydantic 4-6.
+imports), pydantic 4-6, uvicorn with click and watchfiles 5.5, Starlette 2;
+numpy, uvloop, httptools, orjson, prometheus_client, pydantic, the
+OpenTelemetry SDK, yaml and yarl alone make 51 MB in a bare interpreter, so
+50 MB is out of reach with them. The admin API on plain Starlette instead of
+FastAPI (2026-12-02): RSS 71.0 MB against 77.7 in the same run, CPU alike.
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, StatusCode, set_span_in_context
 from opentelemetry.util.types import AttributeValue
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +115,25 @@ class Tracing:
             upstream_port=upstream_port,
         )
 
-    def instrument_admin(self, app: Any) -> None:
-        """Spans for the admin API (FastAPI), through this sidecar's provider.
-        The kubelet's probes and Prometheus' scrapes make none."""
-        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    def instrument_admin(self, app: Starlette) -> None:
+        """Spans for the admin API through this sidecar's provider, by the ASGI
+        middleware OpenTelemetry's Starlette and FastAPI instrumentations are
+        built on. The kubelet's probes and Prometheus' scrapes make none."""
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-        FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=self._provider, excluded_urls="/healthz,/readyz,/metrics"
+        routes = {route.path for route in app.routes if isinstance(route, Route)}
+
+        def span_details(scope: dict[str, Any]) -> tuple[str, dict[str, str]]:
+            # Every admin route is a fixed path, so a known path is its route;
+            # any other path stays out of span names (it is the caller's text).
+            method, path = scope["method"], scope["path"]
+            return (f"{method} {path}", {"http.route": path}) if path in routes else (method, {})
+
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            excluded_urls="/healthz,/readyz,/metrics",
+            default_span_details=span_details,
+            tracer_provider=self._provider,
         )
 
     def start_server(
