@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from yarl import URL
 
 from driftline_operator.analysis.metrics import OperatorMetrics
 from driftline_operator.analysis.runner import MonitorRunner
@@ -25,6 +27,7 @@ from driftline_operator.sources.prometheus import PrometheusSource
 from driftline_operator.sources.sidecar import SidecarSource
 from driftline_sidecar.contract.profile import NumericProfile, ReferenceProfile, SourceInfo
 from driftline_sidecar.contract.snapshot import BinCounts, ProcessInfo, Snapshot
+from tests._loopback import serving
 from tests.component.conftest import (
     ModelServer,
     free_port,
@@ -69,7 +72,7 @@ class Pods:
     def __init__(self) -> None:
         self.answers: dict[str, Callable[[], web.StreamResponse]] = {}
         self.targets: list[PodTarget] = []
-        self._runners: list[web.AppRunner] = []
+        self._servers = AsyncExitStack()
 
     async def add(self, name: str, answer: Callable[[], Any]) -> None:
         self.answers[name] = answer
@@ -78,19 +81,11 @@ class Pods:
             result = self.answers[name]()
             return await result if asyncio.iscoroutine(result) else result
 
-        app = web.Application()
-        app.router.add_get("/v1/snapshot", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._runners.append(runner)
-        self.targets.append(PodTarget(name=name, ip="127.0.0.1", admin_port=port))
+        url = await self._servers.enter_async_context(serving(web.get("/v1/snapshot", handle)))
+        self.targets.append(PodTarget(name=name, ip="127.0.0.1", admin_port=URL(url).port))
 
     async def close(self) -> None:
-        for runner in self._runners:
-            await runner.cleanup()
+        await self._servers.aclose()
 
 
 @pytest_asyncio.fixture

@@ -21,6 +21,7 @@ from driftline_operator.api.spec import Comparison
 from driftline_operator.cli.demo.model_server import Classifier
 from driftline_operator.rollout.compare import judge_shadow
 from driftline_sidecar.contract.snapshot import ShadowCounts
+from tests._loopback import serving
 from tests.component.conftest import (
     N_FEATURES,
     OTHER_SEED,
@@ -209,17 +210,11 @@ class GatedShadow:
 @asynccontextmanager
 async def gated(upstream: str) -> AsyncIterator[tuple[GatedShadow, str]]:
     shadow = GatedShadow(upstream)
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", shadow.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield shadow, f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        shadow.release.set()
-        await runner.cleanup()
+    async with serving(web.route("*", "/{tail:.*}", shadow.handle)) as url:
+        try:
+            yield shadow, url
+        finally:
+            shadow.release.set()
 
 
 async def shadow_counts(client: httpx.AsyncClient, sidecar: Sidecar) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import gzip
 import json
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import aiohttp
 import pytest
@@ -19,6 +19,7 @@ from driftline_sidecar.contract.reader import shadow_counts_from_samples
 from driftline_sidecar.contract.snapshot import ShadowCounts
 from driftline_sidecar.routing_metrics import RoutingMetrics
 from driftline_sidecar.shadow import ShadowMirror
+from tests._loopback import serving
 from tests.component.conftest import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -31,19 +32,9 @@ def shadow_counts(registry: CollectorRegistry) -> ShadowCounts:
     return shadow_counts_from_samples(s for family in registry.collect() for s in family.samples)
 
 
-@asynccontextmanager
-async def serving(handler: Handler) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+def answering(handler: Handler) -> AbstractAsyncContextManager[str]:
+    """A server answering every request with ``handler``; yields its URL."""
+    return serving(web.route("*", "/{tail:.*}", handler))
 
 
 @asynccontextmanager
@@ -93,7 +84,7 @@ async def test_the_same_request_reaches_the_shadow_and_answers_are_compared() ->
         )
         return web.Response(body=FRAUD if request.query.get("x") == "2" else OK)
 
-    async with serving(handler) as url, mirror(url) as (shadow, registry):
+    async with answering(handler) as url, mirror(url) as (shadow, registry):
         offer(shadow)
         offer(shadow, response=FRAUD)  # stable said fraud, the shadow says ok
         await settle(shadow)
@@ -114,7 +105,7 @@ async def test_over_the_concurrency_bound_requests_are_dropped_not_queued() -> N
         await release.wait()
         return web.Response(body=OK)
 
-    async with serving(handler) as url, mirror(url, shadow_concurrency=2) as (shadow, registry):
+    async with answering(handler) as url, mirror(url, shadow_concurrency=2) as (shadow, registry):
         offer(shadow)
         offer(shadow)
         await arrived.wait()
@@ -147,12 +138,15 @@ async def test_a_shadow_that_is_down_fails_or_is_slow_counts_as_shadow_errors() 
         offer(shadow)
         await settle(shadow)
         assert shadow_counts(registry).shadow_errors == 1
-    async with serving(failing) as url, mirror(url) as (shadow, registry):
+    async with answering(failing) as url, mirror(url) as (shadow, registry):
         offer(shadow)
         await settle(shadow)
         counts = shadow_counts(registry)
         assert (counts.shadow_errors, counts.compared, counts.shadow_latency.count) == (1, 0, 1)
-    async with serving(slow) as url, mirror(url, shadow_timeout_seconds=0.2) as (shadow, registry):
+    async with (
+        answering(slow) as url,
+        mirror(url, shadow_timeout_seconds=0.2) as (shadow, registry),
+    ):
         offer(shadow)
         await settle(shadow)
         counts = shadow_counts(registry)
@@ -165,7 +159,7 @@ async def test_stable_errors_are_mirrored_and_counted() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=OK)
 
-    async with serving(handler) as url, mirror(url) as (shadow, registry):
+    async with answering(handler) as url, mirror(url) as (shadow, registry):
         offer(shadow, status=502, response=None)
         await settle(shadow)
         counts = shadow_counts(registry)
@@ -187,7 +181,7 @@ async def test_shadow_percent_samples_and_zero_mirrors_nothing() -> None:
         hits += 1
         return web.Response(body=OK)
 
-    async with serving(handler) as url, mirror(url, shadow_percent=0) as (shadow, registry):
+    async with answering(handler) as url, mirror(url, shadow_percent=0) as (shadow, registry):
         for _ in range(50):
             offer(shadow)
         await settle(shadow)
@@ -225,7 +219,7 @@ async def test_compressed_answers_are_decoded_before_they_are_compared() -> None
             response_encoding=encoding,
         )
 
-    async with serving(handler) as url, mirror(url) as (shadow, registry):
+    async with answering(handler) as url, mirror(url) as (shadow, registry):
         offer_encoded(gzip.compress(OK), "gzip")  # agrees
         offer_encoded(zlib.compress(FRAUD), "deflate")  # disagrees
         offer_encoded(OK, "br")  # stable's answer cannot be read: not compared

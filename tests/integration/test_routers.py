@@ -15,6 +15,7 @@ import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp.web
@@ -23,6 +24,7 @@ import pytest_asyncio
 import yaml
 from _harness import ControlPlane, namespace_on
 from kubernetes.client import ApiClient, Configuration
+from yarl import URL
 
 from driftline_operator.rollout import workloads as deployments
 from driftline_operator.rollout.machine import PROMOTE, ROLLBACK, SetWeight, StartCanary
@@ -30,6 +32,7 @@ from driftline_operator.rollout.routers import RouterError, RouteTarget
 from driftline_operator.rollout.routers.factory import router_for
 from driftline_operator.rollout.routers.replicas import split_replicas
 from driftline_sidecar.contract.config import ModelConfig, SidecarConfig
+from tests._loopback import serving
 
 NS = "ml"
 DEPLOYMENTS = "apps/v1/deployments"
@@ -216,9 +219,10 @@ class AdminServer:
     def __init__(self) -> None:
         self.config = SidecarConfig(model=ModelConfig(name="fraud", version="v1"))
         self.puts: list[dict[str, Any]] = []
-        self.app = aiohttp.web.Application()
-        self.app.router.add_get("/v1/config", self.get)
-        self.app.router.add_put("/v1/config", self.put)
+        self.routes = (
+            aiohttp.web.get("/v1/config", self.get),
+            aiohttp.web.put("/v1/config", self.put),
+        )
 
     async def get(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.json_response(self.config.model_dump(mode="json"))
@@ -234,20 +238,13 @@ class AdminServer:
 
 @pytest_asyncio.fixture()
 async def admins() -> AsyncIterator[list[tuple[AdminServer, int]]]:
-    servers, runners = [], []
-    try:
+    async with AsyncExitStack() as stack:
+        servers = []
         for _ in range(3):
             server = AdminServer()
-            runner = aiohttp.web.AppRunner(server.app)
-            await runner.setup()
-            site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            runners.append(runner)
-            servers.append((server, site._server.sockets[0].getsockname()[1]))  # type: ignore[union-attr]
+            url = await stack.enter_async_context(serving(*server.routes))
+            servers.append((server, URL(url).port))
         yield servers
-    finally:
-        for runner in runners:
-            await runner.cleanup()
 
 
 def pod(name: str, labels: dict[str, str], admin_port: int, *, phase: str = "Running") -> dict:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from _loopback import serving_posts
 from aiohttp import web
 
 from driftline_operator.analysis.metrics import OperatorMetrics
 from driftline_operator.rollout import notifications
 from driftline_operator.rollout.notifications import Notice, Receiver, ReceiverError
+from tests._loopback import serving
 
 DRIFT = Notice(
     namespace="ml",
@@ -135,7 +135,7 @@ class Loopback:
 @pytest_asyncio.fixture
 async def loopback() -> AsyncIterator[Loopback]:
     receiver = Loopback()
-    async with serving_posts("/{tail:.*}", receiver.handle) as receiver.url:
+    async with serving(web.post("/{tail:.*}", receiver.handle)) as receiver.url:
         yield receiver
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from _loopback import serving_posts
 from aiohttp import web
 
 from driftline_operator.analysis.metrics import OperatorMetrics
 from driftline_operator.api.spec import NotificationRoute
 from driftline_operator.rollout.notifications import Notice, parse_receivers
 from driftline_operator.rollout.notifier import Notifier
+from tests._loopback import serving
 
 BREACH = Notice(
     namespace="ml",
@@ -61,7 +61,7 @@ class Hooks:
 @pytest_asyncio.fixture
 async def hooks(tmp_path: Path) -> AsyncIterator[Hooks]:
     receiver = Hooks()
-    async with serving_posts("/{name}", receiver.handle) as receiver.url:
+    async with serving(web.post("/{name}", receiver.handle)) as receiver.url:
         yield receiver
         receiver.release.set()
 
