@@ -297,6 +297,14 @@ class RolloutStatus(ApiModel):
             "while stable serves nothing."
         ),
     )
+    labelled: str | None = Field(
+        default=None,
+        description=(
+            "A live canary: stable's and the canary's counts summed since the rollout began "
+            "(JSON, without per-feature bins), which labelled quality and its estimate are "
+            "judged on; a restarted operator goes on from them."
+        ),
+    )
 
 
 class ModelMonitorStatus(ApiModel):

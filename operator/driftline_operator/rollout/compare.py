@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel
 from scipy import stats
 
 from driftline_operator.analysis.data_quality import data_quality
@@ -393,7 +394,9 @@ class RolloutSums:
     late and few per interval, so labelled quality (and the estimate) is
     judged on everything since the rollout began, not interval by interval.
     A new canary revision starts the sums again; so do counts binned
-    against another profile. Kept in memory: a restarted operator sums anew."""
+    against another profile. Per-feature bins are left out: those checks do
+    not read them. Status keeps the sums (``recorded``), so a restarted
+    operator goes on from them (``restore``) rather than summing anew."""
 
     def __init__(self) -> None:
         self._revision: str | None = None
@@ -406,6 +409,7 @@ class RolloutSums:
             window = windows.get(role)
             if window is None:
                 continue
+            window = window.model_copy(update={"features": {}})
             have = self._sums.get(role)
             try:
                 self._sums[role] = window if have is None else merge([have, window])
@@ -415,6 +419,29 @@ class RolloutSums:
     def pair(self) -> tuple[Snapshot, Snapshot] | None:
         stable, canary = self._sums.get("stable"), self._sums.get("canary")
         return None if stable is None or canary is None else (stable, canary)
+
+    def recorded(self) -> str | None:
+        """The sums as status keeps them (JSON), or None before any."""
+        if not self._sums:
+            return None
+        stable, canary = self._sums.get("stable"), self._sums.get("canary")
+        kept = _RecordedSums(revision=self._revision, stable=stable, canary=canary)
+        return kept.model_dump_json(exclude_defaults=True)
+
+    def restore(self, recorded: str) -> None:
+        """A restarted operator takes the sums status kept, unless it has
+        summed since (then its own are the newer)."""
+        if self._sums:
+            return
+        kept = _RecordedSums.model_validate_json(recorded)
+        self._revision = kept.revision
+        self._sums = {r: s for r, s in (("stable", kept.stable), ("canary", kept.canary)) if s}
+
+
+class _RecordedSums(BaseModel):
+    revision: str | None = None
+    stable: Snapshot | None = None
+    canary: Snapshot | None = None
 
 
 class StableBaseline:

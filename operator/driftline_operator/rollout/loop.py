@@ -286,6 +286,8 @@ class RolloutLoop:
         recorded = recorded_baseline(monitor)
         if recorded is not None:
             self._baseline.restore(recorded)
+        if sums := _rollout_status(monitor).get("labelled"):
+            self._sums.restore(str(sums))
         self._sums.add(state.revision, {r: w.counts for r, w in windows.roles.items()})
         verdict, substituted = canary_verdict(
             spec,
@@ -486,10 +488,13 @@ class RolloutLoop:
     def _status(self, state: RolloutState) -> dict[str, Any]:
         """`state` as status fields. At weight 100 a live canary's status
         also keeps stable's last full window: stable serves nothing then, so
-        a restarted operator could not measure it again."""
+        a restarted operator could not measure it again. A live canary's
+        status keeps both roles' sums since the rollout began too: labels
+        that came in before a restart still count after it."""
         rollout = state.to_status().model_dump(by_alias=True)
         live = state.phase in ("Progressing", "Paused")
         rollout["baseline"] = self._baseline.recorded() if live and state.weight >= 100 else None
+        rollout["labelled"] = self._sums.recorded() if live else None
         return {"rollout": rollout}
 
     def _report(self, problem: str) -> RolloutOutcome:
@@ -504,15 +509,18 @@ class RolloutLoop:
 
 def state_of(monitor: Mapping[str, Any]) -> RolloutState:
     """The rollout's state as the ModelMonitor's status holds it."""
-    raw = (monitor.get("status") or {}).get("rollout")
+    raw = _rollout_status(monitor)
     return RolloutState.from_status(RolloutStatus.model_validate(raw) if raw else None)
 
 
 def recorded_baseline(monitor: Mapping[str, Any]) -> str | None:
     """stable's last full window as status keeps it at weight 100 (JSON)."""
-    raw = (monitor.get("status") or {}).get("rollout") or {}
-    baseline = raw.get("baseline")
+    baseline = _rollout_status(monitor).get("baseline")
     return str(baseline) if baseline else None
+
+
+def _rollout_status(monitor: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (monitor.get("status") or {}).get("rollout") or {}
 
 
 def owner_name(obj: Mapping[str, Any], kind: str) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from driftline_operator.analysis.windows import WindowTracker
-from driftline_operator.api.spec import ModelMonitorSpec
+from driftline_operator.api.spec import ModelMonitorSpec, Quality
 from driftline_operator.rollout.loop import Revision, RolloutLoop, RolloutOutcome, state_of
 from driftline_operator.rollout.machine import (
     Action,
@@ -26,7 +26,13 @@ from driftline_operator.rollout.machine import (
 from driftline_operator.rollout.routers import Router, RouteTarget
 from driftline_operator.sources import Collection, PodTarget
 from driftline_operator.stats.attribution import AttributionReference, PairedAttributions
-from driftline_sidecar.contract.snapshot import BinCounts, Histogram, ProcessInfo, Snapshot
+from driftline_sidecar.contract.snapshot import (
+    BinCounts,
+    Histogram,
+    ProcessInfo,
+    QualityCounts,
+    Snapshot,
+)
 
 SPEC = ModelMonitorSpec.model_validate(
     {
@@ -55,10 +61,15 @@ class CountingSource:
     def __init__(self) -> None:
         self.served = {"stable": 0, "canary": 0}
         self.errors = {"stable": 0, "canary": 0}
+        self.labelled = {"stable": (0, 0), "canary": (0, 0)}  # (right, wrong), all "ok"
 
     def serve(self, role: str, requests: int, *, errors: int = 0) -> None:
         self.served[role] += requests
         self.errors[role] += errors
+
+    def label(self, role: str, *, right: int, wrong: int) -> None:
+        before = self.labelled[role]
+        self.labelled[role] = (before[0] + right, before[1] + wrong)
 
     def _snapshot(self, role: str, now: float) -> Snapshot:
         n, e = self.served[role], self.errors[role]
@@ -73,6 +84,11 @@ class CountingSource:
             requests={"200": n - e, "500": e},
             latency=latency,
             prediction=BinCounts(counts=[c * n // 100 for c in SCORES]),
+            quality={
+                "": QualityCounts(
+                    confusion={"ok": dict(zip(("ok", "fraud"), self.labelled[role], strict=True))}
+                )
+            },
         )
 
     async def collect(self, targets: Sequence[PodTarget], *, now: float) -> Collection:
@@ -198,6 +214,36 @@ async def test_healthy_canary_walks_the_steps_and_is_promoted() -> None:
     assert third.verdict is not None and third.verdict.stable_requests == 500
     assert h.state.phase == "Succeeded"
     assert h.workloads.taken[-3:] == [PromoteCanary(), SetWeight(0.0), ScaleCanaryToZero()]
+
+
+@pytest.mark.asyncio
+async def test_labels_counted_before_a_restart_still_count_after_it() -> None:
+    spec = SPEC.model_copy(update={"quality": Quality(classes=["ok", "fraud"], min_labels=100)})
+    h = Harness()
+    await h.tick(0.0, spec=spec)
+    for now in (10.0, 20.0):  # 40 labels a side per interval; minLabels is 100
+        h.source.serve("stable", 500)
+        h.source.serve("canary", 500)
+        h.source.label("stable", right=38, wrong=2)
+        h.source.label("canary", right=28, wrong=12)
+        held = await h.tick(now, spec=spec)
+        assert held.verdict is not None and held.verdict.reason.startswith("InsufficientLabels")
+    kept = h.monitor["status"]["rollout"]["labelled"]
+    assert '"features"' not in kept  # per-feature bins are not what labels are judged on
+
+    h.loop, h.tracker = h.start(), WindowTracker()  # the operator restarts
+    await h.tick(25.0, spec=spec)  # a restarted operator's first look is no window
+    h.source.serve("stable", 500)
+    h.source.serve("canary", 500)
+    h.source.label("stable", right=38, wrong=2)
+    h.source.label("canary", right=28, wrong=12)
+    judged = await h.tick(35.0, spec=spec)
+
+    # 120 labels a side, as without the restart: 95 % against 70 %.
+    assert judged.verdict is not None and judged.verdict.verdict == "fail"
+    accuracy = next(c for c in judged.verdict.checks if c.name == "accuracy")
+    assert accuracy.stable == pytest.approx(114 / 120)
+    assert accuracy.candidate == pytest.approx(84 / 120)
 
 
 @pytest.mark.asyncio
