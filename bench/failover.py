@@ -128,6 +128,9 @@ def disrupt(replicas: Replicas, how: signal.Signals, spare: str) -> Run:
     leader = replicas.leader()
     (survivor,) = set(replicas.running) - {leader}
     wait_for("an analysis by the leader", lambda: _analysed_after(replicas, time.time() - 1.5))
+    # The standby started after the previous run may still be opening its port:
+    # a refusal then would be the bench's, not the failover's.
+    wait_for(f"{survivor}'s webhook", lambda: _injects(replicas, survivor))
     prober = Prober(replicas, survivor)
     process = replicas.running[leader].process
     signalled = time.time()
@@ -154,6 +157,13 @@ def disrupt(replicas: Replicas, how: signal.Signals, spare: str) -> Run:
         injected=prober.injected,
         reviews=prober.reviews,
     )
+
+
+def _injects(replicas: Replicas, name: str) -> bool:
+    try:
+        return injects_sidecar(replicas.running[name], replicas.server.namespace)
+    except OSError:  # not listening yet
+        return False
 
 
 def _analysed_after(replicas: Replicas, moment: float) -> float | None:
