@@ -283,12 +283,10 @@ class RolloutLoop:
         )
         router = self._workloads.router(spec.rollout.router)
         state = state_of(monitor)
-        recorded = recorded_baseline(monitor)
-        if recorded is not None:
-            self._baseline.restore(recorded)
-        if sums := _rollout_status(monitor).get("labelled"):
-            self._sums.restore(str(sums))
-        self._sums.add(state.revision, {r: w.counts for r, w in windows.roles.items()})
+        self._restore(monitor, "baseline", self._baseline.restore)
+        if spec.quality is not None:  # only labelled quality and its estimate read the sums
+            self._restore(monitor, "labelled", self._sums.restore)
+            self._sums.add(state.revision, {r: w.counts for r, w in windows.roles.items()})
         verdict, substituted = canary_verdict(
             spec,
             windows,
@@ -497,6 +495,22 @@ class RolloutLoop:
         rollout["labelled"] = self._sums.recorded() if live else None
         return {"rollout": rollout}
 
+    def _restore(
+        self, monitor: Mapping[str, Any], field: str, restore: Callable[[str], None]
+    ) -> None:
+        """Take what ``status.rollout.<field>`` keeps (JSON). A value that does
+        not read (edited by hand, or written by another version) is logged and
+        left out: the loop then measures or sums anew, and the rollout goes on."""
+        recorded = _rollout_status(monitor).get(field)
+        if not recorded:
+            return
+        try:
+            restore(str(recorded))
+        except ValueError as error:  # pydantic's ValidationError is one
+            self._logger.warning(
+                "%s: status.rollout.%s does not read, left out: %s", self.who, field, error
+            )
+
     def _report(self, problem: str) -> RolloutOutcome:
         """A Warning Event the first time a problem is seen, a log line each time."""
         self._logger.warning(problem)
@@ -511,12 +525,6 @@ def state_of(monitor: Mapping[str, Any]) -> RolloutState:
     """The rollout's state as the ModelMonitor's status holds it."""
     raw = _rollout_status(monitor)
     return RolloutState.from_status(RolloutStatus.model_validate(raw) if raw else None)
-
-
-def recorded_baseline(monitor: Mapping[str, Any]) -> str | None:
-    """stable's last full window as status keeps it at weight 100 (JSON)."""
-    baseline = _rollout_status(monitor).get("baseline")
-    return str(baseline) if baseline else None
 
 
 def _rollout_status(monitor: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -247,6 +247,43 @@ async def test_labels_counted_before_a_restart_still_count_after_it() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_canary_without_labels_keeps_no_sums_in_status() -> None:
+    h = Harness()
+    await h.tick(0.0)
+    h.source.serve("stable", 500)
+    h.source.serve("canary", 500)
+    await h.tick(10.0)
+    assert h.state.phase == "Progressing"
+    assert h.monitor["status"]["rollout"]["labelled"] is None
+
+
+@pytest.mark.asyncio
+async def test_a_status_that_does_not_read_is_logged_and_the_rollout_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = SPEC.model_copy(update={"quality": Quality(classes=["ok", "fraud"], min_labels=100)})
+    h = Harness()
+    await h.tick(0.0, spec=spec)
+    h.monitor["status"]["rollout"]["labelled"] = "{not json"
+    h.monitor["status"]["rollout"]["baseline"] = '{"requests": "many"}'
+    h.loop = h.start()  # a restarted operator reads both
+    h.source.serve("stable", 500)
+    h.source.serve("canary", 500)
+    h.source.label("stable", right=38, wrong=2)
+    h.source.label("canary", right=28, wrong=12)
+    with caplog.at_level("WARNING", logger="test"):
+        held = await h.tick(10.0, spec=spec)
+
+    # Summed anew from this window: 40 labels a side, not an exception.
+    assert held.verdict is not None and held.verdict.reason.startswith("InsufficientLabels")
+    assert "stable 40, canary 40" in held.verdict.reason
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("status.rollout.labelled does not read" in m for m in warned)
+    assert any("status.rollout.baseline does not read" in m for m in warned)
+    assert '"canary"' in h.monitor["status"]["rollout"]["labelled"]  # written afresh
+
+
+@pytest.mark.asyncio
 async def test_an_empty_stable_window_below_100_percent_is_not_replaced() -> None:
     h = Harness()
     await h.tick(0.0)
