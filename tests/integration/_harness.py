@@ -43,7 +43,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from driftline_operator.api.names import GROUP, PLURAL, SIDECAR_NAME, VERSION
+from driftline_operator.api.names import GROUP, PLURAL, SIDECAR_NAME, VERSION, config_map_name
 from driftline_operator.controller.handlers import WEBHOOK_PATH
 from driftline_operator.controller.tls import write_self_signed
 
@@ -510,7 +510,7 @@ def run_injected_sidecar(
     ``adjust``ed), its admin port on that address; returns the process and
     its proxy address."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config_map = read_config_map(api, namespace, f"driftline-{monitor_name}-sidecar")
+    config_map = read_config_map(api, namespace, config_map_name(monitor_name))
     assert config_map is not None
     config = yaml.safe_load(config_map["data"]["sidecar.yaml"])
     config["prediction_log"]["path"] = str(workdir / "predictions.jsonl")
